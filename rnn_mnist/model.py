@@ -1,0 +1,31 @@
+"""The recurrent classifier: one image is 28 time steps of 28 pixels."""
+
+import torch
+from torch import nn
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+class RNNModel(nn.Module):
+    """A stack of recurrent layers and a linear readout of the last time step.
+
+    With cell="rnn" the parameters are exactly the tutorial's: per layer
+    weight_ih, weight_hh, bias_ih, bias_hh, then the readout's weight and bias.
+    The nonlinearity only applies to the plain rnn cell; lstm and gru have
+    their own gates.
+    """
+
+    def __init__(self, input_dim, hidden_dim, layer_dim, output_dim, nonlinearity="tanh", cell="rnn"):
+        super().__init__()
+        extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
+        self.rnn = CELLS[cell](input_dim, hidden_dim, layer_dim, batch_first=True, **extra)
+        self.fc = nn.Linear(hidden_dim, output_dim)
+
+    def forward(self, x):
+        # x: (batch, seq=28, input=28); the hidden state starts at zero (torch's default)
+        out, _ = self.rnn(x)  # (batch, seq, hidden)
+        return self.fc(out[:, -1, :])  # (batch, output)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
