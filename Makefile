@@ -20,7 +20,7 @@ data: $(STAMP)
 	$(BIN)/rnnjob data fetch --root data
 
 run: data
-	$(BIN)/rnnjob run jobs/model_c.yaml
+	$(BIN)/rnnjob submit jobs/model_c.yaml
 
 test: data
 	$(BIN)/pytest -q

@@ -2,6 +2,7 @@
 2 for bad input (a spec, a flag), 1 for a failure at run time. A traceback is a bug."""
 
 import contextlib
+import os
 import sys
 import time
 from enum import Enum
@@ -13,6 +14,7 @@ from typer.core import TyperGroup
 
 from . import data, loop, rundir
 from . import spec as specs
+from .errors import BadInput, RunFailed
 
 
 # typer may vendor its own click; take click's exception base from the class typer exports
@@ -59,12 +61,12 @@ def fail(message: str, code: int) -> None:
 
 @contextlib.contextmanager
 def user_errors():
-    """Spec problems are the user's input (exit 2); data and run-time problems exit 1."""
+    """Bad input exits 2, a job that could not run or finish exits 1: one line each."""
     try:
         yield
-    except specs.SpecError as e:
+    except BadInput as e:
         fail(str(e), 2)
-    except data.DataError as e:
+    except RunFailed as e:
         fail(str(e), 1)
 
 
@@ -114,6 +116,43 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
             fail(f"interrupted; the last evaluated model is in {run_dir / rundir.MODEL}", 130)
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
                f"{summary['wall_seconds']:.1f} s -> {run_dir}")
+
+
+@app.command()
+def submit(job: JobArg,
+           workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (overrides scaling.workers).")] = None,
+           gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per worker (overrides scaling.gpu).")] = None,
+           address: Annotated[Optional[str], typer.Option(
+               help="Ray cluster to use: 'auto' attaches to a running `ray start --head` on this machine. "
+                    "Default: $RAY_ADDRESS, else an embedded Ray started for this job.")] = None,
+           iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt = None, set_: SetOpt = None) -> None:
+    """Train one job as a Ray Train job (DDP over WORKERS processes, on CPUs or GPUs)."""
+    started = time.time()
+    if address:
+        os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
+    scaling = [f"scaling.workers={workers}" if workers else None, f"scaling.gpu={gpu}" if gpu is not None else None]
+    with user_errors():
+        spec = specs.load(job, overrides(set_, iters, seed, out) + [s for s in scaling if s])
+        from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
+
+        ray_train.check_batch(spec)
+        fault = ray_train.Fault.from_env()
+        data.fetch(spec.data.root)
+        connected, dashboard = ray_train.connect()
+        try:
+            if dashboard:
+                typer.echo(f"Ray dashboard: {dashboard}")
+            ray_train.cluster_check(spec)
+            run_dir = rundir.create(spec.output.dir, spec.name)
+            rundir.write_config(run_dir, spec)
+            s = spec.scaling
+            typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s), {'GPU' if s.gpu else 'CPU'})")
+            summary = ray_train.fit(spec, run_dir, started, fault)
+        finally:
+            if connected:
+                ray_train.disconnect()
+    typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations "
+               f"on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
 
 
 @app.command()

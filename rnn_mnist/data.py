@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import RunFailed
 from .files import atomic_write
 
 # the official files, uncompressed
@@ -39,7 +40,7 @@ SOURCES = ("torchvision", "registry")
 SOURCES_ENV = "RNNJOB_MNIST_SOURCES"
 
 
-class DataError(RuntimeError):
+class DataError(RunFailed):
     """MNIST could not be made present; the message says what was tried."""
 
 
@@ -192,9 +193,9 @@ def _read_idx(path: Path, header: int) -> torch.Tensor:
     return torch.frombuffer(data, dtype=torch.uint8)[header:]
 
 
-def load(root, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def load(root, train: bool, log=print) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 28, 28), labels int64 (N,)); fetches first if anything is missing or corrupt."""
-    fetch(root)
+    fetch(root, log=log)
     prefix = "train" if train else "t10k"
     images = _read_idx(raw_dir(root) / f"{prefix}-images-idx3-ubyte", 16).view(-1, 28, 28)
     labels = _read_idx(raw_dir(root) / f"{prefix}-labels-idx1-ubyte", 8).long()

@@ -7,18 +7,28 @@ distributed sampler, summing across workers, checkpoints) comes in as `Hooks`.
 """
 
 import math
+import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
 from . import data, rundir
 from .model import RNNModel, count_params
-from .spec import JobSpec, SpecError
+from .errors import BadInput
+from .spec import JobSpec
 
 PROGRESS_EVERY = 10  # iterations between progress-bar updates (each reads the loss back to the host)
+
+
+def say(line: str) -> None:
+    """One line to the user. Not print(): Ray Train workers reroute print through a logger,
+    which shows every line twice on the driver; stdout itself reaches it once."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 class Hooks:
@@ -41,6 +51,9 @@ class Hooks:
         """The state saved by the latest checkpoint of this job, if it is being restarted."""
         return None
 
+    def after_step(self, iteration: int) -> None:
+        """Called on every worker after each optimizer step (fault injection lives here)."""
+
     def report(self, record: dict, state: Optional[dict]) -> None:
         """Called on every worker after each evaluation; state only on rank 0."""
 
@@ -61,7 +74,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise SpecError("--device cuda: no CUDA device is available on this machine")
+        raise BadInput("--device cuda: no CUDA device is available on this machine")
     return torch.device(name)
 
 
@@ -101,18 +114,68 @@ def _start_epoch(loader, seed: int, epoch: int) -> None:
         loader.generator.manual_seed(seed + epoch)
 
 
-def _state(spec, model, optimizer, iteration, history, train_seconds, elapsed) -> dict:
-    core = getattr(model, "module", model)  # unwrap DDP: the file loads the same from any worker count
-    return {
-        "spec": spec.to_dict(),
-        "model": core.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "iteration": iteration,
-        "history": list(history),
-        "train_seconds": train_seconds,
-        "elapsed": elapsed,
-        "rng": torch.get_rng_state(),
-    }
+def batches(loader, seed: int, iteration: int) -> Iterator:
+    """Endless (images, labels) batches, epoch after epoch, starting where iteration left off."""
+    epoch, skip = divmod(iteration, len(loader))
+    while True:
+        _start_epoch(loader, seed, epoch)
+        for i, batch in enumerate(loader):
+            if i >= skip:
+                yield batch
+        epoch, skip = epoch + 1, 0
+
+
+@dataclass
+class Progress:
+    """Where a job stands. Saved with every checkpoint, so a restarted job carries on from it."""
+
+    iteration: int = 0
+    history: list = field(default_factory=list)  # one record per evaluation
+    train_seconds: float = 0.0  # optimizer steps only, evaluations and checkpoints excluded
+    elapsed: float = 0.0  # since training began, evaluations included
+    restarts: int = 0
+
+
+def _restore(spec: JobSpec, device, hooks: Hooks):
+    """Model, optimizer and progress: fresh, or from the checkpoint of a restarted job."""
+    torch.manual_seed(spec.train.seed)
+    model = build_model(spec)
+    saved = hooks.resume()
+    if saved:
+        model.load_state_dict(saved["model"])
+        torch.set_rng_state(saved["rng"])
+    model = hooks.prepare_model(model, device)
+    optimizer = build_optimizer(spec, model.parameters())
+    progress = Progress()
+    if saved:
+        optimizer.load_state_dict(saved["optimizer"])
+        progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
+        progress.restarts += 1
+        if hooks.rank == 0:
+            say(f"resumed from the checkpoint at iteration {progress.iteration} (restart {progress.restarts})")
+    return model, optimizer, progress
+
+
+def _measure(model, loss, test, device, hooks: Hooks) -> dict:
+    """Test accuracy over all 10k images (each worker its share) and the batch loss, agreed by all workers."""
+    images, labels = test
+    core = getattr(model, "module", model)  # evaluate outside DDP: no gradient sync to set up
+    correct = hooks.all_reduce(evaluate(core, images, labels, device, hooks.rank, hooks.world_size))
+    mean_loss = hooks.all_reduce(loss.clone()) / hooks.world_size
+    return {"loss": mean_loss.item(), "accuracy": 100.0 * correct.item() / len(labels)}
+
+
+def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[Path], hooks: Hooks) -> None:
+    record, state = progress.history[-1], None
+    if hooks.rank == 0:
+        say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
+        core = getattr(model, "module", model)  # unwrap DDP: the file loads the same from any worker count
+        state = {"spec": spec.to_dict(), "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": torch.get_rng_state(), **asdict(progress)}
+        if run:
+            rundir.write_metrics(run, progress.history)
+            rundir.save_model(run / rundir.MODEL, state)
+    hooks.report(record, state)
 
 
 def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: Hooks = None,
@@ -120,81 +183,53 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: 
     """Train spec's model for exactly spec.train.iters steps; rank 0 writes `run` and returns its summary."""
     hooks = hooks or Hooks()
     started = started or time.time()
-    rank0 = hooks.rank == 0
     t = spec.train
-
-    torch.manual_seed(t.seed)
-    model = build_model(spec)
-    params = count_params(model)
-    saved = hooks.resume()
-    if saved:
-        model.load_state_dict(saved["model"])
-        torch.set_rng_state(saved["rng"])
-    model = hooks.prepare_model(model, device)
-    optimizer = build_optimizer(spec, model.parameters())
+    model, optimizer, done = _restore(spec, device, hooks)
+    train = data.load(spec.data.root, train=True, log=say)
+    test = data.load(spec.data.root, train=False, log=say)
+    loader = hooks.prepare_loader(data.train_loader(*train, t.batch_size // hooks.world_size, t.seed))
     criterion = nn.CrossEntropyLoss()
-    iteration, history, train_seconds, elapsed0 = 0, [], 0.0, 0.0
-    if saved:
-        optimizer.load_state_dict(saved["optimizer"])
-        iteration, history = saved["iteration"], saved["history"]
-        train_seconds, elapsed0 = saved["train_seconds"], saved["elapsed"]
-
-    train_images, train_labels = data.load(spec.data.root, train=True)
-    test_images, test_labels = data.load(spec.data.root, train=False)
-    loader = hooks.prepare_loader(
-        data.train_loader(train_images, train_labels, t.batch_size // hooks.world_size, t.seed))
 
     model.train()
-    epoch, skip = divmod(iteration, len(loader))
-    clock = t0 = time.perf_counter()
-    while iteration < t.iters:
-        _start_epoch(loader, t.seed, epoch)
-        for images, labels in loader:
-            if skip:  # resuming mid-epoch: pass over the batches already trained on
-                skip -= 1
-                continue
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
-            iteration += 1
-            if progress and iteration % PROGRESS_EVERY == 0:
-                progress(iteration, loss.item())
-            if iteration % t.eval_every == 0 or iteration == t.iters:
-                train_seconds += time.perf_counter() - clock
-                correct = hooks.all_reduce(evaluate(model, test_images, test_labels, device,
-                                                    hooks.rank, hooks.world_size))
-                mean_loss = hooks.all_reduce(loss.clone()) / hooks.world_size
-                record = {"iteration": iteration, "loss": mean_loss.item(),
-                          "accuracy": 100.0 * correct.item() / len(test_labels),
-                          "elapsed": round(elapsed0 + time.perf_counter() - t0, 3)}
-                history.append(record)
-                state = None
-                if rank0:
-                    print(f"Iteration: {iteration}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}",
-                          flush=True)
-                    state = _state(spec, model, optimizer, iteration, history, train_seconds, record["elapsed"])
-                    if run:
-                        rundir.write_metrics(run, history)
-                        rundir.save_model(run / rundir.MODEL, state)
-                hooks.report(record, state)
-                clock = time.perf_counter()
-            if iteration == t.iters:
-                break
-        epoch += 1
+    stream = batches(loader, t.seed, done.iteration)
+    clock = start = time.perf_counter()
+    elapsed_before = done.elapsed
+    while done.iteration < t.iters:
+        images, labels = next(stream)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
+        done.iteration += 1
+        hooks.after_step(done.iteration)
+        if progress and done.iteration % PROGRESS_EVERY == 0:
+            progress(done.iteration, loss.item())
+        if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
+            done.train_seconds += time.perf_counter() - clock
+            record = _measure(model, loss, test, device, hooks)
+            done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
+            done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
+            _checkpoint(spec, model, optimizer, done, run, hooks)
+            clock = time.perf_counter()
 
-    last = history[-1]
-    summary = {
-        "name": spec.name,
-        "status": "completed",
-        "iterations": iteration,
-        "final_accuracy": last["accuracy"],
-        "final_loss": last["loss"],
-        "best_accuracy": max(r["accuracy"] for r in history),
-        "wall_seconds": round(time.time() - started, 3),
-        "train_seconds": round(train_seconds, 3),
-        "device": device.type,
-        "workers": hooks.world_size,
-        "params": params,
-    }
-    if rank0 and run:
+    summary = _summary(spec, done, started, device, hooks.world_size, count_params(model))
+    if hooks.rank == 0 and run:
         rundir.write_summary(run, summary)
     return summary
+
+
+def _summary(spec, done: Progress, started: float, device, workers: int, params: int) -> dict:
+    last = done.history[-1]
+    return {
+        "name": spec.name,
+        "status": "completed",
+        "iterations": done.iteration,
+        "final_accuracy": last["accuracy"],
+        "final_loss": last["loss"],
+        "best_accuracy": max(r["accuracy"] for r in done.history),
+        "wall_seconds": round(time.time() - started, 3),
+        "train_seconds": round(done.train_seconds, 3),
+        "device": device.type,
+        "workers": workers,
+        "threads": torch.get_num_threads(),  # per worker
+        "params": params,
+        "restarts": done.restarts,
+    }

@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import yaml
 
+from .errors import BadInput
 
-class SpecError(ValueError):
+
+class SpecError(BadInput):
     """A job spec that cannot be used; the message is meant for the user as is."""
 
 
@@ -65,6 +67,8 @@ class DataSpec:
 class ScalingSpec:
     workers: int = _opt(1, "training processes (Ray workers)", check=_positive, rule="a positive integer")
     gpu: bool = _opt(False, "one GPU per worker")
+    max_failures: int = _opt(2, "worker failures survived by restarting from the last checkpoint",
+                             check=_non_negative, rule="a non-negative integer")
 
 
 @dataclass(frozen=True)

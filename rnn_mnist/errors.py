@@ -1,0 +1,9 @@
+"""The two kinds of failure a user can meet; the CLI turns them into exit codes 2 and 1."""
+
+
+class BadInput(ValueError):
+    """Something the user wrote or asked for cannot work (exit 2); the message names it."""
+
+
+class RunFailed(RuntimeError):
+    """Good input, but the job could not run or finish (exit 1); the message says why."""
