@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, loop, rundir
+from . import data, loop, report, rundir
 from . import spec as specs
 from .errors import BadInput, RunFailed
 
@@ -100,6 +100,8 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
     """Train one job in this process, without Ray: the debug run."""
     started = time.time()
     with user_errors():
+        if specs.is_grid(job):
+            raise BadInput(f"{job}: a grid runs its trials on Ray Tune: use `rnnjob submit {job}`")
         spec = specs.load(job, overrides(set_, iters, seed, out))
         dev = loop.resolve_device(device.value)
         data.fetch(spec.data.root)
@@ -113,46 +115,94 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
                 summary = loop.fit(spec, dev, run_dir, started=started,
                                    progress=lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}"))
         except KeyboardInterrupt:
+            rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "interrupted", None, started))
             fail(f"interrupted; the last evaluated model is in {run_dir / rundir.MODEL}", 130)
+        except RunFailed as e:
+            rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "failed", str(e), started))
+            raise
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
                f"{summary['wall_seconds']:.1f} s -> {run_dir}")
 
 
+@contextlib.contextmanager
+def _ray():
+    """Ray for one command: joined or started, its dashboard named, and left as it was found."""
+    from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
+
+    connected, dashboard = ray_train.connect()
+    try:
+        if dashboard:
+            typer.echo(f"Ray dashboard: {dashboard}")
+        yield ray_train
+    finally:
+        if connected:
+            ray_train.disconnect()
+
+
 @app.command()
 def submit(job: JobArg,
-           workers: Annotated[Optional[int], typer.Option(min=1, help="Ray Train workers (overrides scaling.workers).")] = None,
-           gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="One GPU per worker (overrides scaling.gpu).")] = None,
+           workers: Annotated[Optional[int], typer.Option(
+               min=1, help="Ray Train workers, per trial for a grid (overrides scaling.workers).")] = None,
+           gpu: Annotated[Optional[bool], typer.Option(
+               "--gpu/--no-gpu", help="One GPU per worker (overrides scaling.gpu).")] = None,
            address: Annotated[Optional[str], typer.Option(
-               help="Ray cluster to use: 'auto' attaches to a running `ray start --head` on this machine. "
-                    "Default: $RAY_ADDRESS, else an embedded Ray started for this job.")] = None,
+               help="Ray cluster to use: 'auto' joins the `ray start --head` running on this machine, "
+                    "HOST:PORT that cluster's GCS. Default: $RAY_ADDRESS, else an embedded Ray for this job.")] = None,
+           max_concurrent: Annotated[Optional[int], typer.Option(
+               min=1, help="Grids: trials at once (default: tune.max_concurrent, else as many as fit).")] = None,
            iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt = None, set_: SetOpt = None) -> None:
-    """Train one job as a Ray Train job (DDP over WORKERS processes, on CPUs or GPUs)."""
+    """Train a job as a Ray Train job (DDP over WORKERS processes, CPUs or GPUs), or a grid on Ray Tune."""
     started = time.time()
     if address:
         os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
     scaling = [f"scaling.workers={workers}" if workers else None, f"scaling.gpu={gpu}" if gpu is not None else None]
+    sets = overrides(set_, iters, seed, out) + [s for s in scaling if s]
     with user_errors():
-        spec = specs.load(job, overrides(set_, iters, seed, out) + [s for s in scaling if s])
-        from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
+        job_or_grid = specs.load_any(job, sets)
+        if isinstance(job_or_grid, specs.Grid):
+            _submit_grid(job_or_grid, started, max_concurrent)
+        else:
+            _submit_job(job_or_grid, started)
 
-        ray_train.check_batch(spec)
-        fault = ray_train.Fault.from_env()
-        data.fetch(spec.data.root)
-        connected, dashboard = ray_train.connect()
-        try:
-            if dashboard:
-                typer.echo(f"Ray dashboard: {dashboard}")
-            ray_train.cluster_check(spec)
-            run_dir = rundir.create(spec.output.dir, spec.name)
-            rundir.write_config(run_dir, spec)
-            s = spec.scaling
-            typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s), {'GPU' if s.gpu else 'CPU'})")
-            summary = ray_train.fit(spec, run_dir, started, fault)
-        finally:
-            if connected:
-                ray_train.disconnect()
+
+def _submit_job(spec: specs.JobSpec, started: float) -> None:
+    from . import ray_train
+
+    ray_train.check_batch(spec)
+    fault = ray_train.Fault.from_env()
+    data.fetch(spec.data.root)
+    with _ray():
+        ray_train.cluster_check(spec)
+        run_dir = rundir.create(spec.output.dir, spec.name)
+        rundir.write_config(run_dir, spec)
+        s = spec.scaling
+        typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s), {'GPU' if s.gpu else 'CPU'})")
+        summary = ray_train.fit(spec, run_dir, started, fault)
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations "
                f"on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
+
+
+def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]) -> None:
+    from . import ray_train
+
+    for trial in grid.trials:
+        ray_train.check_batch(trial.spec)
+        data.fetch(trial.spec.data.root)
+    with _ray():
+        from . import grid as grids
+
+        grids.check(grid)
+        grid_dir = rundir.create(grid.output_dir, grid.name)
+        at_once = grids.concurrency(grid, max_concurrent)
+        typer.echo(f"grid directory: {grid_dir}  ({len(grid.trials)} trials, {at_once} at a time)")
+        summaries = grids.run(grid, grid_dir, started, max_concurrent)
+    table, _ = report.rows(grid_dir)
+    typer.echo(report.render(table, "table"))
+    failed = [s for s in summaries if s["status"] == "failed"]
+    if failed:
+        first = failed[0]
+        raise RunFailed(f"{len(failed)} of {len(summaries)} trials failed; {first['name']}: {first.get('error')}")
+    typer.echo(f"done: {len(summaries)} trials in {time.time() - started:.1f} s -> {grid_dir}")
 
 
 @app.command()
@@ -162,12 +212,15 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
     bad = 0
     for job in jobs:
         try:
-            spec = specs.load(job, set_ or [])
+            checked = specs.load_any(job, set_ or [])
         except specs.SpecError as e:
             typer.echo(f"error: {e}", err=True)
             bad += 1
             continue
-        typer.echo(f"ok: {job} (name {spec.name})")
+        if isinstance(checked, specs.Grid):
+            typer.echo(f"ok: {job} (grid {checked.name}: {len(checked.trials)} trials)")
+        else:
+            typer.echo(f"ok: {job} (name {checked.name})")
     if bad:
         raise typer.Exit(2)
 
@@ -207,3 +260,34 @@ def data_fetch(root: Annotated[Path, typer.Option(help="Folder that gets MNIST/r
         fetched = data.fetch(root, sources, log=typer.echo)
     if not fetched:
         typer.echo(f"MNIST: all files present and valid in {data.raw_dir(root)}")
+
+
+@app.command()
+def results(directory: Annotated[Path, typer.Argument(help="Where to look for runs.")] = Path("runs"),
+            format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table") -> None:
+    """Every run below DIRECTORY in one table, best final accuracy first."""
+    if format_ not in report.FORMATS:
+        fail(f"--format: expected one of {', '.join(report.FORMATS)}, got {format_!r}", 2)
+    if not directory.is_dir():
+        fail(f"{directory}: no such directory", 2)
+    table, skipped = report.rows(directory)
+    for line in skipped:
+        typer.echo(f"warning: {line}", err=True)
+    if not table and format_ == "table":
+        typer.echo(f"no runs below {directory}")
+        return
+    typer.echo(report.render(table, format_))
+
+
+@app.command()
+def plot(directory: Annotated[Path, typer.Argument(help="Where to look for runs.")] = Path("runs"),
+         output: Annotated[Optional[Path], typer.Option(
+             "-o", "--output", help="PNG file to write (default: DIRECTORY/runs.png).")] = None) -> None:
+    """Test accuracy and loss against iteration for every run below DIRECTORY, in one figure."""
+    if not directory.is_dir():
+        fail(f"{directory}: no such directory", 2)
+    output = output or directory / "runs.png"
+    drawn = report.plot(directory, output)
+    if not drawn:
+        fail(f"nothing to plot: no run below {directory} has metrics yet", 1)
+    typer.echo(f"wrote {output} ({drawn} run(s))")

@@ -18,10 +18,14 @@ from torch import nn
 
 from . import data, rundir
 from .model import RNNModel, count_params
-from .errors import BadInput
+from .errors import BadInput, RunFailed
 from .spec import JobSpec
 
 PROGRESS_EVERY = 10  # iterations between progress-bar updates (each reads the loss back to the host)
+
+
+class Diverged(RunFailed):
+    """The loss is no longer a finite number: more steps cannot help."""
 
 
 def say(line: str) -> None:
@@ -76,6 +80,14 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device is available on this machine")
     return torch.device(name)
+
+
+def lr_at(spec: JobSpec, iteration: int) -> float:
+    """The learning rate for the step after `iteration` steps: a function of the iteration alone, so resuming needs no state."""
+    t = spec.train
+    if t.lr_decay == "cosine":
+        return t.lr * 0.5 * (1 + math.cos(math.pi * iteration / t.iters))
+    return t.lr
 
 
 def train_step(model, images, labels, criterion, optimizer, grad_clip=None) -> torch.Tensor:
@@ -156,13 +168,16 @@ def _restore(spec: JobSpec, device, hooks: Hooks):
     return model, optimizer, progress
 
 
-def _measure(model, loss, test, device, hooks: Hooks) -> dict:
+def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
     """Test accuracy over all 10k images (each worker its share) and the batch loss, agreed by all workers."""
     images, labels = test
     core = getattr(model, "module", model)  # evaluate outside DDP: no gradient sync to set up
     correct = hooks.all_reduce(evaluate(core, images, labels, device, hooks.rank, hooks.world_size))
-    mean_loss = hooks.all_reduce(loss.clone()) / hooks.world_size
-    return {"loss": mean_loss.item(), "accuracy": 100.0 * correct.item() / len(labels)}
+    mean_loss = (hooks.all_reduce(loss.clone()) / hooks.world_size).item()
+    if not math.isfinite(mean_loss):  # every worker sees the same reduced loss, so all stop together
+        raise Diverged(f"training diverged: the loss was {mean_loss} at iteration {iteration} "
+                       "(lower train.lr, or set train.grad_clip)")
+    return {"loss": mean_loss, "accuracy": 100.0 * correct.item() / len(labels)}
 
 
 def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[Path], hooks: Hooks) -> None:
@@ -197,6 +212,9 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: 
     while done.iteration < t.iters:
         images, labels = next(stream)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if t.lr_decay != "none":
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(spec, done.iteration)
         loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
         done.iteration += 1
         hooks.after_step(done.iteration)
@@ -204,32 +222,46 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: 
             progress(done.iteration, loss.item())
         if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
             done.train_seconds += time.perf_counter() - clock
-            record = _measure(model, loss, test, device, hooks)
+            record = _measure(model, loss, test, device, hooks, done.iteration)
             done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
             done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
             _checkpoint(spec, model, optimizer, done, run, hooks)
             clock = time.perf_counter()
 
-    summary = _summary(spec, done, started, device, hooks.world_size, count_params(model))
+    summary = _summary(spec, done, started, device.type, hooks.world_size, count_params(model),
+                       torch.get_num_threads())
     if hooks.rank == 0 and run:
         rundir.write_summary(run, summary)
     return summary
 
 
-def _summary(spec, done: Progress, started: float, device, workers: int, params: int) -> dict:
-    last = done.history[-1]
-    return {
+def _summary(spec, done: Progress, started: float, device: str, workers: int, params: int,
+             threads: Optional[int], status="completed", error=None) -> dict:
+    last = done.history[-1] if done.history else {}
+    summary = {
         "name": spec.name,
-        "status": "completed",
+        "status": status,
         "iterations": done.iteration,
-        "final_accuracy": last["accuracy"],
-        "final_loss": last["loss"],
-        "best_accuracy": max(r["accuracy"] for r in done.history),
+        "final_accuracy": last.get("accuracy"),
+        "final_loss": last.get("loss"),
+        "best_accuracy": max((r["accuracy"] for r in done.history), default=None),
         "wall_seconds": round(time.time() - started, 3),
         "train_seconds": round(done.train_seconds, 3),
-        "device": device.type,
+        "device": device,
         "workers": workers,
-        "threads": torch.get_num_threads(),  # per worker
+        "threads": threads,  # per worker
         "params": params,
         "restarts": done.restarts,
     }
+    if error:
+        summary["error"] = error
+    return summary
+
+
+def unfinished_summary(spec: JobSpec, run: Path, status: str, error: Optional[str], started: float) -> dict:
+    """The summary of a job that failed or was stopped, from what its run directory holds."""
+    history = rundir.read_metrics(run)
+    done = Progress(iteration=history[-1]["iteration"] if history else 0, history=history)
+    device = "cuda" if spec.scaling.gpu else "cpu"
+    return _summary(spec, done, started, device, spec.scaling.workers, count_params(build_model(spec)),
+                    None, status, error)

@@ -241,27 +241,37 @@ def disconnect() -> None:
     ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
 
 
-def fit(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Fault] = None) -> dict:
-    """Run one job on the connected Ray cluster; rank 0 writes the run directory. Returns the summary.
+def absolute(spec: specs.JobSpec) -> specs.JobSpec:
+    """The spec with its data folder made absolute: Train workers run in a folder of Ray's."""
+    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=str(Path(spec.data.root).resolve())))
 
-    The caller checks first (check_batch, cluster_check), before it makes the run directory.
-    """
-    # Train workers run in a folder of Ray's: give them absolute paths
-    data_spec = dataclasses.replace(spec.data, root=str(Path(spec.data.root).resolve()))
-    worker_spec = dataclasses.replace(spec, data=data_spec)
-    trainer = TorchTrainer(
+
+def trainer(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Fault] = None,
+            callbacks=()) -> TorchTrainer:
+    """The TorchTrainer for one job; its Ray storage is `<run>/ray`."""
+    return TorchTrainer(
         train_worker,
-        train_loop_config={"spec": worker_spec.to_dict(), "run": str(run.resolve()), "started": started,
+        train_loop_config={"spec": absolute(spec).to_dict(), "run": str(run.resolve()), "started": started,
                            "fault": fault},
         scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu),
         run_config=ray.train.RunConfig(
             name="ray", storage_path=str(run.resolve()),
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks)),
     )
+
+
+def fit(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Fault] = None) -> dict:
+    """Run one job on the connected Ray cluster; rank 0 writes the run directory. Returns the summary.
+
+    The caller checks first (check_batch, cluster_check), before it makes the run directory.
+    """
     try:
-        trainer.fit()
+        trainer(spec, run, started, fault).fit()
     except ray.train.TrainingFailedError as e:
-        raise TrainingFailed(f"training failed: {str(e).strip().splitlines()[-1]}") from None
+        error = f"training failed: {str(e).strip().splitlines()[-1]}"
+        rundir.write_summary(run, loop.unfinished_summary(spec, run, "failed", error, started))
+        raise TrainingFailed(error) from None
     return rundir.read_summary(run)

@@ -7,6 +7,7 @@ number, got 'fast'`.
 
 import copy
 import dataclasses
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,7 @@ class TrainSpec:
     lr: float = _opt(0.01, "learning rate", check=_positive, rule="a positive number")
     optimizer: str = _opt("sgd", "sgd or adam", choices=("sgd", "adam"))
     momentum: float = _opt(0.0, "sgd momentum", check=lambda v: 0 <= v < 1, rule="a number in [0, 1)")
+    lr_decay: str = _opt("none", "none, or cosine: lr falls to 0 over the iterations", choices=("none", "cosine"))
     eval_every: int = _opt(500, "test-set evaluation period, iterations", check=_positive, rule="a positive integer")
     seed: int = _opt(0, "seeds weights and data order", check=_non_negative, rule="a non-negative integer")
     # exploding gradients are the plain rnn's classic failure; clipping is off by default like the seed
@@ -92,8 +94,34 @@ class JobSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **sections) -> "JobSpec":
-        return dataclasses.replace(self, **sections)
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """How a grid runs on Ray Tune (the `tune:` section of a grid file)."""
+
+    scheduler: str = _opt("none", "none, or asha: stop trials early that trail the others", choices=("none", "asha"))
+    metric: str = _opt("accuracy", "what asha compares", choices=("accuracy", "loss"))
+    mode: str = _opt("max", "whether the metric should be high or low", choices=("max", "min"))
+    grace_period: int = _opt(2, "evaluations every trial gets before asha may stop it",
+                             check=_positive, rule="a positive integer")
+    max_concurrent: Optional[int] = _opt(None, "trials at once; null: as many as the cluster holds",
+                                         check=_positive, rule="a positive integer or null")
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str  # its values, e.g. lr=0.1,layer_dim=2; also its run directory's name
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A job file with a `grid:` section: the cartesian product of its values, one trial each."""
+
+    name: str
+    trials: tuple
+    tune: TuneSpec
+    output_dir: str
 
 
 def _type_name(t) -> str:
@@ -191,18 +219,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), parsed
 
 
+def set_dotted(raw: dict, key: str, value, where: str) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"{where}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     raw = copy.deepcopy(raw)
     for text in overrides:
         key, value = parse_override(text)
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise SpecError(f"--set {text}: {part} is not a section")
-            node = child
-        node[leaf] = value
+        set_dotted(raw, key, value, f"--set {text}")
     return raw
 
 
@@ -215,6 +247,104 @@ def load(path: Path, overrides: list[str] = ()) -> JobSpec:
         raw = apply_overrides(raw, list(overrides))
         return from_dict(raw, f"{path} (with --set)")
     return from_dict(raw, str(path))
+
+
+def is_grid(path: Path) -> bool:
+    raw = read_yaml(path)
+    return "grid" in raw or "tune" in raw
+
+
+def load_any(path: Path, overrides: list[str] = ()):
+    """A JobSpec, or a Grid for a file with a `grid:` section."""
+    return load_grid(path, overrides) if is_grid(path) else load(path, overrides)
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return yaml.safe_dump(value).split("\n")[0]  # true, false, null
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def trial_name(combo) -> str:
+    """`lr=0.1,layer_dim=2`: the last part of each key, unless two keys share it; a preset by its own name."""
+    shorts = [key.rsplit(".", 1)[-1] for key, _ in combo]
+    parts = []
+    for (key, value), short in zip(combo, shorts):
+        label = key if shorts.count(short) > 1 else short
+        parts.append(str(value) if key == "preset" else f"{label}={_format_value(value)}")
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
+
+
+def _preset(grid_file: Path, name, where: str) -> dict:
+    """The raw spec of a job file swept by `preset:`, found beside the grid file."""
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"{where}: expected the name of a job file, got {name!r}")
+    path = Path(grid_file).parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not path.exists():
+        raise SpecError(f"{where}: no job file {path}")
+    raw = read_yaml(path)
+    if "grid" in raw or "tune" in raw:
+        raise SpecError(f"{where}: {path} is a grid itself")
+    return raw
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """base with top's fields on top of it, section by section."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _trial_raw(raw: dict, combo, grid_file: Path, where: str) -> dict:
+    values = dict(combo)
+    out = copy.deepcopy(raw)
+    if "preset" in values:  # the preset's file first, then what the grid file itself says
+        mine = {k: v for k, v in raw.items() if k != "name"}
+        out = _merge(_preset(grid_file, values["preset"], where), mine)
+        out["name"] = raw["name"]
+    for key, value in combo:
+        if key != "preset":
+            set_dotted(out, key, value, where)
+    return out
+
+
+def load_grid(path: Path, overrides: list[str] = ()) -> Grid:
+    """Read a grid file and check every value, then every trial, before anything runs."""
+    source = str(path)
+    raw = read_yaml(path)
+    grid, tune = raw.pop("grid", None), raw.pop("tune", None) or {}
+    if not isinstance(grid, dict) or not grid:
+        raise SpecError(f"{source}: grid: expected a mapping of dotted keys to lists of values, got {grid!r}")
+    tune_spec = _build(TuneSpec, tune, "tune", source)
+    from_dict(raw, source)  # the grid's own fields, blamed on the file
+    if overrides:
+        raw = apply_overrides(raw, list(overrides))
+        from_dict(raw, f"{source} (with --set)")
+    axes = []
+    for key, values in grid.items():
+        if key == "name" or key.startswith("output"):
+            raise SpecError(f"{source}: grid.{key}: cannot be swept (every trial's directory sits in the grid's)")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{source}: grid.{key}: expected a non-empty list of values, got {values!r}")
+        axes.append([(key, value) for value in values])
+    for axis in axes:  # each value alone first, so an error names the key and the value
+        for key, value in axis:
+            where = f"{source}: grid {key}={value!r}"
+            from_dict(_trial_raw(raw, [(key, value)], path, where), where)
+    trials = []
+    for combo in itertools.product(*axes):
+        name = trial_name(combo)
+        where = f"{source}: grid trial {name}"
+        trial_raw = _trial_raw(raw, combo, path, where)
+        trial_raw["name"] = name
+        trials.append(Trial(name, from_dict(trial_raw, where)))
+    if len({t.name for t in trials}) < len(trials):
+        raise SpecError(f"{source}: grid: two trials would share a name; make the values distinct")
+    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.dir)
 
 
 def dump(spec: JobSpec) -> str:

@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,23 @@ def job_file(tmp_path, mnist_root):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A real local Ray with 2 CPUs, shared by one test module (Ray's start-up costs seconds)."""
+    os.environ.pop("RAY_ADDRESS", None)
+    from rnn_mnist import ray_train  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=|^\[\d{4}-\d\d-\d\d ")
+
+
+def own_lines(text: str) -> list[str]:
+    """What rnnjob itself wrote, without the log lines Ray forwards from its actors (they carry a prefix)."""
+    return [line for line in text.strip().splitlines() if line.strip() and not RAY_LOG.match(line)]

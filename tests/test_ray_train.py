@@ -1,26 +1,13 @@
 """Ray Train jobs on a real local Ray with 2 CPUs, shared by the whole module (Ray's start-up costs seconds)."""
 
-import os
-import re
-
 import pytest
 from typer.testing import CliRunner
 
 from rnn_mnist import rundir
 from rnn_mnist.cli import app
+from tests.conftest import own_lines
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    os.environ.pop("RAY_ADDRESS", None)
-    from rnn_mnist import ray_train  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture
@@ -75,14 +62,6 @@ def test_a_killed_worker_is_replaced_and_the_job_finishes_exactly(local_ray, sho
     assert summary["restarts"] == 1 and summary["iterations"] == 200
     assert [m["iteration"] for m in rundir.read_metrics(run)] == [50, 100, 150, 200]
     assert rundir.load_model(run / rundir.MODEL)["iteration"] == 200
-
-
-RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=|^\[\d{4}-\d\d-\d\d ")
-
-
-def own_lines(text):
-    """What rnnjob itself wrote, without the log lines Ray forwards from its actors (they carry a prefix)."""
-    return [line for line in text.strip().splitlines() if line.strip() and not RAY_LOG.match(line)]
 
 
 def one_line_error(result, code, fragment):
