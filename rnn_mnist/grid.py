@@ -6,23 +6,24 @@ function itself holds no CPU, so on a small machine the workers get them all.
 """
 
 import math
-from pathlib import Path
 from typing import Optional
 
-import ray
-from ray import tune
-from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
+from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
 
-from . import loop, ray_train, rundir
-from . import spec as specs
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+
+from . import loop, ray_train, rundir, storage  # noqa: E402
+from . import spec as specs  # noqa: E402
 
 
 def _trial(config: dict) -> None:
     """What Tune runs for one trial: the trial's own TorchTrainer."""
     t = config["trial"]
     spec = specs.from_dict(t["spec"], t["name"])
-    ray_train.trainer(spec, Path(t["run"]), t["started"], callbacks=[TuneReportCallback()]).fit()
+    ray_train.trainer(spec, t["run"], t["started"], callbacks=[TuneReportCallback()]).fit()
 
 
 def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
@@ -41,6 +42,7 @@ def check(grid: specs.Grid) -> None:
     for trial in grid.trials:
         ray_train.check_batch(trial.spec)
         ray_train.cluster_check(trial.spec)
+        ray_train.storage_check(trial.spec)
 
 
 def _scheduler(grid: specs.Grid):
@@ -53,21 +55,21 @@ def _scheduler(grid: specs.Grid):
                          max_t=evaluations, grace_period=min(t.grace_period, evaluations))
 
 
-def run(grid: specs.Grid, grid_dir: Path, started: float, max_concurrent: Optional[int] = None) -> list[dict]:
+def run(grid: specs.Grid, grid_dir: str, started: float, max_concurrent: Optional[int] = None) -> list[dict]:
     """Run every trial into `<grid_dir>/<trial name>/`; returns their summaries, failed and stopped ones too."""
     runs = {}
     for trial in grid.trials:
-        runs[trial.name] = grid_dir / trial.name
-        runs[trial.name].mkdir()
+        runs[trial.name] = storage.join(grid_dir, trial.name)
+        storage.make_new_dir(runs[trial.name])
         rundir.write_config(runs[trial.name], trial.spec)
-    space = [{"name": t.name, "spec": ray_train.absolute(t.spec).to_dict(), "run": str(runs[t.name].resolve()),
+    space = [{"name": t.name, "spec": ray_train.absolute(t.spec).to_dict(), "run": storage.absolute(runs[t.name]),
               "started": started} for t in grid.trials]
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space={"trial": tune.grid_search(space)},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(grid, max_concurrent),
                                     scheduler=_scheduler(grid)),
-        run_config=tune.RunConfig(name="tune", storage_path=str(grid_dir.resolve()), verbose=0,
+        run_config=tune.RunConfig(name="tune", storage_path=storage.absolute(grid_dir), verbose=0,
                                   failure_config=tune.FailureConfig(fail_fast=False)),
     )
     trials = {t.name: t for t in grid.trials}
@@ -78,9 +80,9 @@ def run(grid: specs.Grid, grid_dir: Path, started: float, max_concurrent: Option
     return summaries
 
 
-def _outcome(trial: specs.Trial, run: Path, result, started: float) -> dict:
+def _outcome(trial: specs.Trial, run: str, result, started: float) -> dict:
     """A trial's summary: rank 0 wrote it if the trial finished; else it failed, or ASHA stopped it."""
-    if (run / rundir.SUMMARY).exists():
+    if rundir.has_summary(run):
         return rundir.read_summary(run)
     if result.error:
         status, error = "failed", str(result.error).strip().splitlines()[-1]

@@ -7,10 +7,10 @@ distributed sampler, summing across workers, checkpoints) comes in as `Hooks`.
 """
 
 import math
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -54,6 +54,10 @@ class Hooks:
     def resume(self) -> Optional[dict]:
         """The state saved by the latest checkpoint of this job, if it is being restarted."""
         return None
+
+    def nodes(self) -> list:
+        """Where each rank ran, in rank order (a collective: every worker calls it)."""
+        return [socket.gethostname()]
 
     def after_step(self, iteration: int) -> None:
         """Called on every worker after each optimizer step (fault injection lives here)."""
@@ -180,7 +184,7 @@ def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
     return {"loss": mean_loss, "accuracy": 100.0 * correct.item() / len(labels)}
 
 
-def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[Path], hooks: Hooks) -> None:
+def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[str], hooks: Hooks) -> None:
     record, state = progress.history[-1], None
     if hooks.rank == 0:
         say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
@@ -189,11 +193,11 @@ def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[Path],
                  "rng": torch.get_rng_state(), **asdict(progress)}
         if run:
             rundir.write_metrics(run, progress.history)
-            rundir.save_model(run / rundir.MODEL, state)
+            rundir.save_model(run, state)
     hooks.report(record, state)
 
 
-def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: Hooks = None,
+def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: Hooks = None,
         progress: Optional[Callable[[int, float], None]] = None, started: Optional[float] = None) -> dict:
     """Train spec's model for exactly spec.train.iters steps; rank 0 writes `run` and returns its summary."""
     hooks = hooks or Hooks()
@@ -228,8 +232,10 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[Path] = None, hooks: 
             _checkpoint(spec, model, optimizer, done, run, hooks)
             clock = time.perf_counter()
 
+    nodes = hooks.nodes()
     summary = _summary(spec, done, started, device.type, hooks.world_size, count_params(model),
                        torch.get_num_threads())
+    summary["nodes"] = nodes
     if hooks.rank == 0 and run:
         rundir.write_summary(run, summary)
     return summary
@@ -258,7 +264,7 @@ def _summary(spec, done: Progress, started: float, device: str, workers: int, pa
     return summary
 
 
-def unfinished_summary(spec: JobSpec, run: Path, status: str, error: Optional[str], started: float) -> dict:
+def unfinished_summary(spec: JobSpec, run: str, status: str, error: Optional[str], started: float) -> dict:
     """The summary of a job that failed or was stopped, from what its run directory holds."""
     history = rundir.read_metrics(run)
     done = Progress(iteration=history[-1]["iteration"] if history else 0, history=history)

@@ -7,7 +7,6 @@ Everything else is the same loop that `rnnjob run` uses.
 
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import socket
@@ -17,45 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-
-
-CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start --head` records its address
-
-
-def _gcs_address(address: str) -> Optional[str]:
-    """host:port of the cluster named by a Ray address ('auto' means the one started on this machine)."""
-    if address == "auto":
-        try:
-            return CURRENT_CLUSTER.read_text().strip() or None
-        except OSError:
-            return None
-    return address.split("://")[-1]
-
-
-def _on_loopback(address: Optional[str]) -> bool:
-    if not address:
-        return True  # an embedded Ray
-    host = (_gcs_address(address) or "").rsplit(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# Read by Ray when it is imported, so set here, before the import: never phone home, and keep an
-# embedded Ray (or a driver joining a Ray on 127.0.0.1) on loopback. Ray otherwise advertises the
-# machine's interface address even for a local ray.init, and mixed addresses stop workers starting.
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-if _on_loopback(os.environ.get("RAY_ADDRESS")):
-    os.environ.setdefault(LOOPBACK_ENV, "0")
-# Ray's client sends its token only in token mode, which a new local Ray turns on for itself but a
-# process joining a cluster does not. Take the token where Ray's own CLI looks for it.
-_TOKEN_FILE = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or _TOKEN_FILE.exists()):
-    os.environ["RAY_AUTH_MODE"] = "token"
+from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
 
 import ray  # noqa: E402
 import ray.train  # noqa: E402
@@ -63,7 +24,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
-from . import loop, rundir  # noqa: E402
+from . import loop, rundir, storage  # noqa: E402
 from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
@@ -100,7 +61,7 @@ class Fault:
 class RayHooks(loop.Hooks):
     """The loop's view of a Ray Train worker."""
 
-    def __init__(self, run: Path, fault: Optional[Fault]):
+    def __init__(self, run: str, fault: Optional[Fault]):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.run, self.fault = run, fault
@@ -122,14 +83,22 @@ class RayHooks(loop.Hooks):
         if not checkpoint:
             return None
         with checkpoint.as_directory() as d:
-            return rundir.load_model(Path(d) / rundir.MODEL)
+            return rundir.load_model(storage.join(d, rundir.MODEL))
+
+    def nodes(self):
+        mine = ray.get_runtime_context().get_node_id()
+        if self.world_size == 1:
+            return [mine]
+        everyone = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
 
     def after_step(self, iteration):
         fault = self.fault
         if fault and fault.rank == self.rank and fault.iteration == iteration:
-            mark = self.run / FAULT_MARK
-            if not mark.exists():  # once: the replacement worker must get past this point
-                mark.touch()
+            mark = storage.join(self.run, FAULT_MARK)
+            if not storage.exists(mark):  # once: the replacement worker must get past this point
+                storage.write_bytes(mark, b"")
                 loop.say(f"fault injection: rank {self.rank} exits at iteration {iteration}")
                 os._exit(1)
 
@@ -138,7 +107,7 @@ class RayHooks(loop.Hooks):
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
             if state is not None:
-                rundir.save_model(Path(d) / rundir.MODEL, state)
+                rundir.save_model(d, state)
                 checkpoint = ray.train.Checkpoint.from_directory(d)
             ray.train.report(record, checkpoint=checkpoint)
 
@@ -157,7 +126,7 @@ def train_worker(config: dict) -> None:
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))  # the CPUs this worker was given, no more
     spec = specs.from_dict(config["spec"], "job")
-    run = Path(config["run"])
+    run = config["run"]
     hooks = RayHooks(run, config["fault"])
     loop.fit(spec, ray.train.torch.get_device(), run, hooks, started=config["started"])
 
@@ -173,6 +142,15 @@ def cluster_check(spec: specs.JobSpec) -> None:
     if want_cpu > have.get("CPU", 0):
         raise ClusterTooSmall(f"scaling: asked for {s.workers} worker(s) of 1 CPU each, the cluster has "
                               f"{int(have.get('CPU', 0))} CPU(s)")
+
+
+def storage_check(spec: specs.JobSpec) -> None:
+    """On several nodes, run files must go where every node and the driver can reach them."""
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) > 1 and not spec.output.storage:
+        raise BadInput(f"output.storage: this cluster has {len(nodes)} nodes, and output.dir ({spec.output.dir}) "
+                       "is a folder on one of them; set output.storage to a folder or URI that every node and "
+                       "the driver reach (a shared file system, s3://, gs://)")
 
 
 def check_batch(spec: specs.JobSpec) -> None:
@@ -198,7 +176,7 @@ def connect() -> tuple[bool, Optional[str]]:
 
 def _join(address: str) -> None:
     """ray.init on an existing cluster, failing in one line instead of retrying for minutes."""
-    gcs = _gcs_address(address)
+    gcs = rayenv.gcs_address(address)
     if gcs is None:
         raise RunFailed(f"--address {address}: no Ray cluster was started on this machine "
                         "(`ray start --head`, or `make cluster-up`)")
@@ -246,16 +224,16 @@ def absolute(spec: specs.JobSpec) -> specs.JobSpec:
     return dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=str(Path(spec.data.root).resolve())))
 
 
-def trainer(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Fault] = None,
+def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None,
             callbacks=()) -> TorchTrainer:
     """The TorchTrainer for one job; its Ray storage is `<run>/ray`."""
     return TorchTrainer(
         train_worker,
-        train_loop_config={"spec": absolute(spec).to_dict(), "run": str(run.resolve()), "started": started,
+        train_loop_config={"spec": absolute(spec).to_dict(), "run": storage.absolute(run), "started": started,
                            "fault": fault},
         scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu),
         run_config=ray.train.RunConfig(
-            name="ray", storage_path=str(run.resolve()),
+            name="ray", storage_path=storage.absolute(run),
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -263,7 +241,7 @@ def trainer(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Faul
     )
 
 
-def fit(spec: specs.JobSpec, run: Path, started: float, fault: Optional[Fault] = None) -> dict:
+def fit(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None) -> dict:
     """Run one job on the connected Ray cluster; rank 0 writes the run directory. Returns the summary.
 
     The caller checks first (check_batch, cluster_check), before it makes the run directory.

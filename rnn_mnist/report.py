@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from . import rundir
+from . import rundir, storage
 from . import spec as specs
 
 COLUMNS = ["name", "cell", "nonlinearity", "layers", "hidden", "optimizer", "lr", "iterations",
@@ -14,25 +14,19 @@ COLUMNS = ["name", "cell", "nonlinearity", "layers", "hidden", "optimizer", "lr"
 FORMATS = ("table", "csv", "json", "markdown")
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Every run directory below root (root itself included): the folders holding a config.yaml."""
-    root = Path(root)
-    return sorted(p.parent for p in root.rglob(rundir.CONFIG) if p.is_file())
+def find_runs(root) -> list[str]:
+    """Every run directory at or below root (a folder or a URI): the folders holding a config.yaml."""
+    return storage.folders_holding(root, rundir.CONFIG)
 
 
-def _name(run: Path, root: Path) -> str:
-    """A run's name in tables and legends: its path below root, e.g. compare_abc/model_a."""
-    return run.relative_to(root).as_posix() if run != root else run.name
-
-
-def row(run: Path, root: Path) -> dict:
-    spec = specs.from_dict(specs.read_yaml(run / rundir.CONFIG), str(run / rundir.CONFIG))
+def row(run: str, root) -> dict:
+    spec = rundir.read_config(run)
     metrics = rundir.read_metrics(run)
-    summary = rundir.read_summary(run) if (run / rundir.SUMMARY).exists() else {}
+    summary = rundir.read_summary(run) if rundir.has_summary(run) else {}
     last = metrics[-1] if metrics else {}
     m, t = spec.model, spec.train
     return {
-        "name": _name(run, root),
+        "name": storage.relative(run, root),
         "cell": m.cell, "nonlinearity": m.nonlinearity, "layers": m.layer_dim, "hidden": m.hidden_dim,
         "optimizer": t.optimizer, "lr": t.lr,
         "iterations": summary.get("iterations", last.get("iteration", 0)),
@@ -45,12 +39,12 @@ def row(run: Path, root: Path) -> dict:
     }
 
 
-def rows(root: Path) -> tuple[list[dict], list[str]]:
+def rows(root) -> tuple[list[dict], list[str]]:
     """(one row per readable run, best final accuracy first; a line per run that could not be read)."""
     found, unreadable = [], []
     for run in find_runs(root):
         try:
-            found.append(row(run, Path(root)))
+            found.append(row(run, root))
         except (specs.SpecError, ValueError, OSError) as e:
             unreadable.append(f"{run}: skipped, {str(e).splitlines()[0]}")
     found.sort(key=lambda r: (r["final_accuracy"] is None, -(r["final_accuracy"] or 0), r["name"]))
@@ -84,14 +78,14 @@ def render(table: list[dict], fmt: str) -> str:
     return "\n".join([fmt_row(COLUMNS)] + [fmt_row(r) for r in text])
 
 
-def plot(root: Path, out: Path) -> int:
+def plot(root, out: Path) -> int:
     """Test accuracy and loss against iteration, one line per run; returns how many runs were drawn."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    series = [(_name(run, Path(root)), rundir.read_metrics(run)) for run in find_runs(root)]
+    series = [(storage.relative(run, root), rundir.read_metrics(run)) for run in find_runs(root)]
     series = [(name, metrics) for name, metrics in series if metrics]
     if not series:
         return 0

@@ -2,72 +2,79 @@
 
     <out>/<name>/config.yaml     the resolved spec
                  metrics.jsonl   one object per evaluation: iteration, loss, accuracy (%), elapsed (s)
-                 summary.json    name, iterations, final_accuracy, final_loss, wall_seconds, ...
+                 summary.json    name, status, iterations, final_accuracy, final_loss, wall_seconds, ...
                  model.pt        weights, optimizer and progress: loadable by any rnnjob command
 
-Every file is written under a temporary name and renamed into place, so a reader
-(or a crash) never sees half a file.
+A run directory is a location (see storage): a local or shared folder, or a URI. Every file is
+written whole (under a temporary name, then renamed, where the file system allows), so a reader,
+or a crash, never sees half a file.
 """
 
 import io
 import json
-from pathlib import Path
 
 import torch
 
 from . import spec as specs
-from .files import atomic_write
+from . import storage
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
 FORMAT = "rnnjob-model/1"
 
 
-def create(out_dir, name: str) -> Path:
+def create(out_dir, name: str) -> str:
     """A fresh directory <out_dir>/<name>, or <name>-2, -3, ... if taken: never reuse one."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     for n in range(1, 100_000):
-        path = out / (name if n == 1 else f"{name}-{n}")
-        try:
-            path.mkdir()  # atomic: two jobs racing for one name get different directories
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"{out}: no free run directory name for {name!r}")
+        run = storage.join(out_dir, name if n == 1 else f"{name}-{n}")
+        if storage.make_new_dir(run):  # two jobs racing for one name get different directories
+            return run
+    raise RuntimeError(f"{out_dir}: no free run directory name for {name!r}")
 
 
-def write_config(run: Path, spec: specs.JobSpec) -> None:
-    atomic_write(run / CONFIG, specs.dump(spec).encode())
+def write_config(run, spec: specs.JobSpec) -> None:
+    storage.write_bytes(storage.join(run, CONFIG), specs.dump(spec).encode())
 
 
-def write_metrics(run: Path, history: list[dict]) -> None:
+def read_config(run) -> specs.JobSpec:
+    where = storage.join(run, CONFIG)
+    return specs.from_dict(specs.parse_yaml(storage.read_bytes(where).decode(), where), where)
+
+
+def write_metrics(run, history: list[dict]) -> None:
     """The whole history each time: after a resume it holds every evaluation exactly once."""
-    atomic_write(run / METRICS, "".join(json.dumps(r) + "\n" for r in history).encode())
+    storage.write_bytes(storage.join(run, METRICS), "".join(json.dumps(r) + "\n" for r in history).encode())
 
 
-def write_summary(run: Path, summary: dict) -> None:
-    atomic_write(run / SUMMARY, (json.dumps(summary, indent=2) + "\n").encode())
+def read_metrics(run) -> list[dict]:
+    where = storage.join(run, METRICS)
+    if not storage.exists(where):
+        return []
+    return [json.loads(line) for line in storage.read_bytes(where).decode().splitlines() if line.strip()]
 
 
-def save_model(path: Path, state: dict) -> None:
+def write_summary(run, summary: dict) -> None:
+    storage.write_bytes(storage.join(run, SUMMARY), (json.dumps(summary, indent=2) + "\n").encode())
+
+
+def read_summary(run) -> dict:
+    return json.loads(storage.read_bytes(storage.join(run, SUMMARY)))
+
+
+def has_summary(run) -> bool:
+    return storage.exists(storage.join(run, SUMMARY))
+
+
+def save_model(run, state: dict) -> None:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buf)
-    atomic_write(Path(path), buf.getvalue())
+    storage.write_bytes(storage.join(run, MODEL), buf.getvalue())
 
 
-def load_model(path: Path) -> dict:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def load_model(path) -> dict:
+    """The state in a model.pt (a file location, or a run directory holding one)."""
+    if storage.is_dir(path):
+        path = storage.join(path, MODEL)
+    state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not an rnnjob model file")
     return state
-
-
-def read_metrics(run: Path) -> list[dict]:
-    path = Path(run) / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_summary(run: Path) -> dict:
-    return json.loads((Path(run) / SUMMARY).read_text())

@@ -76,6 +76,12 @@ class ScalingSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     dir: str = _opt("runs", "run directories go below this folder")
+    storage: Optional[str] = _opt(None, "instead of dir: a shared folder or a URI (s3://, gs://) that every node "
+                                  "and the driver reach; required on a cluster of several nodes")
+
+    @property
+    def location(self) -> str:
+        return self.storage or self.dir
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -192,6 +198,12 @@ def read_yaml(path: Path) -> dict:
         raise SpecError(f"{path}: is a directory, not a job file") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+    raw = parse_yaml(text, path)
+    raw.setdefault("name", Path(path).stem)
+    return raw
+
+
+def parse_yaml(text: str, path) -> dict:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -203,7 +215,6 @@ def read_yaml(path: Path) -> dict:
         raw = {}
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
-    raw.setdefault("name", Path(path).stem)
     return raw
 
 
@@ -344,7 +355,24 @@ def load_grid(path: Path, overrides: list[str] = ()) -> Grid:
         trials.append(Trial(name, from_dict(trial_raw, where)))
     if len({t.name for t in trials}) < len(trials):
         raise SpecError(f"{source}: grid: two trials would share a name; make the values distinct")
-    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.dir)
+    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location)
+
+
+def _anchored(spec: JobSpec, base: Path) -> JobSpec:
+    def at(place):
+        return place if place is None or "://" in place or Path(place).is_absolute() else str(base / place)
+
+    return dataclasses.replace(
+        spec, data=dataclasses.replace(spec.data, root=at(spec.data.root)),
+        output=dataclasses.replace(spec.output, dir=at(spec.output.dir), storage=at(spec.output.storage)))
+
+
+def anchor(job, base: Path):
+    """The job (a JobSpec or a Grid) with its relative data and output paths taken from base."""
+    if isinstance(job, JobSpec):
+        return _anchored(job, base)
+    trials = tuple(Trial(t.name, _anchored(t.spec, base)) for t in job.trials)
+    return dataclasses.replace(job, trials=trials, output_dir=trials[0].spec.output.location)
 
 
 def dump(spec: JobSpec) -> str:

@@ -40,7 +40,7 @@ def job_file(tmp_path, mnist_root):
 def local_ray():
     """A real local Ray with 2 CPUs, shared by one test module (Ray's start-up costs seconds)."""
     os.environ.pop("RAY_ADDRESS", None)
-    from rnn_mnist import ray_train  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
+    from rnn_mnist import rayenv  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
     import ray
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)

@@ -1,0 +1,137 @@
+"""`make bench`: rnnjob against the tutorial's own pipeline, side by side on this machine.
+
+Variants, each in its own process, alternating round by round (a b c d a b c d ...):
+  (a) the tutorial's pipeline (benchmarks/seed_baseline.py)
+  (b) rnnjob run               (c) rnnjob submit --workers 1               (d) rnnjob submit --workers 2
+all model C, the same data. Reports medians: wall seconds, training-loop seconds, samples per second,
+peak resident memory of the process tree, final accuracy, and each wall time as a ratio to (a).
+
+    python benchmarks/bench.py [--rounds N] [--iters 3000] [--device cpu|cuda] [--only a,b]
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BATCH = 100
+VARIANTS = {
+    "a": "tutorial pipeline",
+    "b": "rnnjob run",
+    "c": "rnnjob submit --workers 1",
+    "d": "rnnjob submit --workers 2",
+}
+TARGETS = "b <= 0.40x a, b accuracy >= a - 0.5, b peak <= 0.7 GB; c <= 0.90x a; d <= c"
+
+
+def command(variant: str, iters: int, device: str, out: Path) -> list[str]:
+    job = [str(ROOT / "jobs" / "model_c.yaml"), "--iters", str(iters), "--out", str(out)]
+    if variant == "a":
+        return [str(BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
+                "--iters", str(iters), "--device", device]
+    if variant == "b":
+        return [str(BIN / "rnnjob"), "run", *job, "--device", device]
+    workers = "1" if variant == "c" else "2"
+    return [str(BIN / "rnnjob"), "submit", *job, "--workers", workers] + (["--gpu"] if device == "cuda" else [])
+
+
+def tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # a process that ended between listing and reading
+            pass
+    return total
+
+
+def measure(variant: str, iters: int, device: str) -> dict:
+    """One run of one variant in a fresh process: its wall time, peak tree memory and own figures."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        started = time.perf_counter()
+        proc = subprocess.Popen(command(variant, iters, device, Path(out)), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+        watched, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(watched))
+            time.sleep(0.05)
+        wall = time.perf_counter() - started
+        output = proc.stdout.read()
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: variant {variant} failed (exit {proc.returncode}):\n{output[-2000:]}")
+        if variant == "a":
+            figures = json.loads(output.strip().splitlines()[-1])
+        else:
+            figures = json.loads((Path(out) / "model_c" / "summary.json").read_text())
+    return {"wall_seconds": wall, "train_seconds": figures["train_seconds"],
+            "samples_per_second": iters * BATCH / figures["train_seconds"],
+            "peak_rss_mb": peak / 2**20, "final_accuracy": figures["final_accuracy"]}
+
+
+def machine(device: str) -> dict:
+    import ray
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    info = {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "ray": ray.__version__, "device": device}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def table(medians: dict, rounds: int, iters: int) -> str:
+    base = medians["a"]["wall_seconds"] if "a" in medians else None
+    head = f"{'variant':<30}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MB':>9}{'acc %':>8}{'vs (a)':>8}"
+    lines = [f"model C, {iters} iterations, median of {rounds} round(s)", head]
+    for key, m in medians.items():
+        ratio = f"{m['wall_seconds'] / base:.2f}x" if base else "-"
+        lines.append(f"({key}) {VARIANTS[key]:<26}{m['wall_seconds']:>9.1f}{m['train_seconds']:>9.1f}"
+                     f"{m['samples_per_second']:>11.0f}{m['peak_rss_mb']:>9.0f}{m['final_accuracy']:>8.2f}{ratio:>8}")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)))
+    parser.add_argument("--iters", type=int, default=3000)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--gpu", action="store_const", const="cuda", dest="device", help="same as --device cuda")
+    parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. a,b")
+    parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
+    args = parser.parse_args()
+    chosen = [v for v in args.only.split(",") if v in VARIANTS]
+
+    runs = {v: [] for v in chosen}
+    for r in range(args.rounds):
+        for v in chosen:
+            runs[v].append(measure(v, args.iters, args.device))
+            print(f"round {r + 1}/{args.rounds} ({v}) {VARIANTS[v]}: {runs[v][-1]['wall_seconds']:.1f} s", flush=True)
+    medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0]} for v in chosen}
+    if "a" in medians:
+        for m in medians.values():
+            m["wall_ratio_to_a"] = m["wall_seconds"] / medians["a"]["wall_seconds"]
+    print(table(medians, args.rounds, args.iters))
+    print(f"targets on a 2-core CPU: {TARGETS}")
+
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    out = Path(args.results) / f"bench-{args.device}-{args.iters}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps({"machine": machine(args.device), "iters": args.iters, "rounds": args.rounds,
+                               "variants": VARIANTS, "medians": medians, "runs": runs}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

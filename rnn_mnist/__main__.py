@@ -1,0 +1,5 @@
+"""`python -m rnn_mnist ...` is `rnnjob ...`: what a cluster runs where rnnjob is not installed."""
+
+from .cli import app
+
+app(prog_name="rnnjob")

@@ -1,0 +1,89 @@
+"""Where run directories live: a local (or shared) folder, or a URI that pyarrow's file systems
+know (s3://, gs://, file://, ...). Locations are plain strings; local ones stay as the user wrote them."""
+
+import posixpath
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from .files import atomic_write
+
+
+def is_uri(location) -> bool:
+    return "://" in str(location)
+
+
+def _fs(location) -> tuple[pafs.FileSystem, str]:
+    if is_uri(location):
+        return pafs.FileSystem.from_uri(str(location))
+    return pafs.LocalFileSystem(), str(Path(location).resolve())
+
+
+def absolute(location) -> str:
+    """The same place, named so that any process (a Ray worker in another folder) finds it."""
+    return str(location) if is_uri(location) else str(Path(location).resolve())
+
+
+def join(location, *names) -> str:
+    if is_uri(location):
+        return posixpath.join(str(location), *names)
+    return str(Path(location, *names))
+
+
+def write_bytes(location, data: bytes) -> None:
+    if not is_uri(location):
+        atomic_write(Path(location), data)  # readers never see half a file
+        return
+    fs, path = _fs(location)
+    with fs.open_output_stream(path) as f:  # an object store replaces the object whole
+        f.write(data)
+
+
+def read_bytes(location) -> bytes:
+    if not is_uri(location):
+        return Path(location).read_bytes()
+    fs, path = _fs(location)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def exists(location) -> bool:
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_dir(location) -> bool:
+    fs, path = _fs(location)
+    return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def make_new_dir(location) -> bool:
+    """Create the folder; False if it was there already (atomic on a local or shared file system)."""
+    if not is_uri(location):
+        Path(location).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(location).mkdir()
+            return True
+        except FileExistsError:
+            return False
+    fs, path = _fs(location)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return False
+    fs.create_dir(path, recursive=True)
+    return True
+
+
+def folders_holding(root, name: str) -> list[str]:
+    """Every folder at or below root that holds a file called `name`, as locations, sorted."""
+    fs, path = _fs(root)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    found = [posixpath.dirname(i.path) for i in infos if i.type == pafs.FileType.File and posixpath.basename(i.path) == name]
+    return sorted(join(root, posixpath.relpath(p, path)) if p != path else str(root) for p in found)
+
+
+def relative(location, root) -> str:
+    """location's path below root, e.g. compare_abc/model_a; root's own name if they are the same."""
+    _, path = _fs(location)
+    _, base = _fs(root)
+    rel = posixpath.relpath(path, base)
+    return posixpath.basename(path.rstrip("/")) if rel == "." else rel
