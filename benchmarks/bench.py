@@ -3,7 +3,7 @@
 Variants, each in its own process, alternating round by round (a b c d a b c d ...):
   (a) the tutorial's pipeline (benchmarks/seed_baseline.py)
   (b) rnnjob run               (c) rnnjob submit --workers 1               (d) rnnjob submit --workers 2
-all model C, the same data. Reports medians: wall seconds, training-loop seconds, samples per second,
+all model C, the same data, round r with seed r for every variant. Reports medians: wall seconds, training-loop seconds, samples per second,
 peak resident memory of the process tree, final accuracy, and each wall time as a ratio to (a).
 
     python benchmarks/bench.py [--rounds N] [--iters 3000] [--device cpu|cuda] [--only a,b]
@@ -34,11 +34,11 @@ VARIANTS = {
 TARGETS = "b <= 0.40x a, b accuracy >= a - 0.5, b peak <= 0.7 GB; c <= 0.90x a; d <= c"
 
 
-def command(variant: str, iters: int, device: str, out: Path) -> list[str]:
-    job = [str(ROOT / "jobs" / "model_c.yaml"), "--iters", str(iters), "--out", str(out)]
+def command(variant: str, iters: int, seed: int, device: str, out: Path) -> list[str]:
+    job = [str(ROOT / "jobs" / "model_c.yaml"), "--iters", str(iters), "--seed", str(seed), "--out", str(out)]
     if variant == "a":
         return [str(BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
-                "--iters", str(iters), "--device", device]
+                "--iters", str(iters), "--seed", str(seed), "--device", device]
     if variant == "b":
         return [str(BIN / "rnnjob"), "run", *job, "--device", device]
     workers = "1" if variant == "c" else "2"
@@ -55,12 +55,12 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(variant: str, iters: int, device: str) -> dict:
+def measure(variant: str, iters: int, seed: int, device: str) -> dict:
     """One run of one variant in a fresh process: its wall time, peak tree memory and own figures."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
         started = time.perf_counter()
-        proc = subprocess.Popen(command(variant, iters, device, Path(out)), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command(variant, iters, seed, device, Path(out)), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         watched, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
@@ -116,8 +116,8 @@ def main():
 
     runs = {v: [] for v in chosen}
     for r in range(args.rounds):
-        for v in chosen:
-            runs[v].append(measure(v, args.iters, args.device))
+        for v in chosen:  # round r runs every variant with seed r: the same seeds for all
+            runs[v].append(measure(v, args.iters, r, args.device))
             print(f"round {r + 1}/{args.rounds} ({v}) {VARIANTS[v]}: {runs[v][-1]['wall_seconds']:.1f} s", flush=True)
     medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0]} for v in chosen}
     if "a" in medians:

@@ -88,11 +88,19 @@ def overrides(sets, iters=None, seed=None, out=None) -> list[str]:
     return list(sets or []) + [e for e in extra if e]
 
 
-def _progress_bar():
+@contextlib.contextmanager
+def _progress_bar(total: int):
+    """A live bar (iterations, loss) on a terminal, as the loop's progress callback; elsewhere (a pipe, a
+    log file) no callback at all: only the Iteration lines, and no reading the loss back every few steps."""
+    if not sys.stdout.isatty():
+        yield None
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                    TimeElapsedColumn(), transient=False)
+    with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                  TimeElapsedColumn()) as bar:
+        task = bar.add_task("train", total=total, loss="-")
+        yield lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}")
 
 
 @app.command()
@@ -102,9 +110,9 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
     """Train one job in this process, without Ray: the debug run."""
     started = time.time()
     with user_errors():
-        if specs.is_grid(job):
+        spec = specs.load_any(job, overrides(set_, iters, seed, out))
+        if isinstance(spec, specs.Grid):
             raise BadInput(f"{job}: a grid runs its trials on Ray Tune: use `rnnjob submit {job}`")
-        spec = specs.load(job, overrides(set_, iters, seed, out))
         dev = loop.resolve_device(device.value)
         data.fetch(spec.data.root)
         run_dir = rundir.create(spec.output.location, spec.name)
@@ -112,10 +120,8 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
         typer.echo(f"run directory: {run_dir}  (model {spec.model.cell}/{spec.model.nonlinearity}, "
                    f"{spec.model.layer_dim} layer(s), device {dev.type})")
         try:
-            with _progress_bar() as bar:
-                task = bar.add_task("train", total=spec.train.iters, loss="-")
-                summary = loop.fit(spec, dev, run_dir, started=started,
-                                   progress=lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}"))
+            with _progress_bar(spec.train.iters) as progress:
+                summary = loop.fit(spec, dev, run_dir, started=started, progress=progress)
         except KeyboardInterrupt:
             rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "interrupted", None, started))
             fail(f"interrupted; the last evaluated model is in {storage.join(run_dir, rundir.MODEL)}", 130)
@@ -226,12 +232,14 @@ def _submit_job(spec: specs.JobSpec, started: float) -> None:
     fault = ray_train.Fault.from_env()
     data.fetch(spec.data.root)
     with _ray():
+        spec = ray_train.with_cpus(spec, alone=True)
         ray_train.cluster_check(spec)
         ray_train.storage_check(spec)
         run_dir = rundir.create(spec.output.location, spec.name)
         rundir.write_config(run_dir, spec)
         s = spec.scaling
-        typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s), {'GPU' if s.gpu else 'CPU'})")
+        typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s) of {s.cpus_per_worker} CPU(s)"
+                   f"{' and 1 GPU' if s.gpu else ''})")
         summary = ray_train.fit(spec, run_dir, started, fault)
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations "
                f"on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")

@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from . import data, rundir
+from . import data, optim, rundir
 from .model import RNNModel, count_params
 from .errors import BadInput, RunFailed
 from .spec import JobSpec
@@ -71,11 +71,11 @@ def build_model(spec: JobSpec) -> RNNModel:
     return RNNModel(28, m.hidden_dim, m.layer_dim, 10, nonlinearity=m.nonlinearity, cell=m.cell)
 
 
-def build_optimizer(spec: JobSpec, params) -> torch.optim.Optimizer:
+def build_optimizer(spec: JobSpec, params):
     t = spec.train
     if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr)
-    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
+        return optim.Adam(params, lr=t.lr)
+    return optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,7 +87,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_at(spec: JobSpec, iteration: int) -> float:
-    """The learning rate for the step after `iteration` steps: a function of the iteration alone, so resuming needs no state."""
+    """The learning rate for the step after `iteration` steps. A function of the iteration alone:
+    a resumed job needs no scheduler state."""
     t = spec.train
     if t.lr_decay == "cosine":
         return t.lr * 0.5 * (1 + math.cos(math.pi * iteration / t.iters))
@@ -95,17 +96,17 @@ def lr_at(spec: JobSpec, iteration: int) -> float:
 
 
 def train_step(model, images, labels, criterion, optimizer, grad_clip=None) -> torch.Tensor:
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()
     loss = criterion(model(images), labels)  # images: (batch, 28, 28) -> logits (batch, 10)
     loss.backward()
     if grad_clip:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optim.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
 
 
 @torch.inference_mode()
-def evaluate(model, images, labels, device, rank=0, world_size=1, batch=2000) -> torch.Tensor:
+def evaluate(model, images, labels, device, rank=0, world_size=1, batch=500) -> torch.Tensor:
     """Correct predictions on this worker's contiguous share of the test set (a 0-d tensor)."""
     share = math.ceil(len(labels) / world_size)
     lo, hi = rank * share, min(len(labels), (rank + 1) * share)
@@ -216,9 +217,7 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
     while done.iteration < t.iters:
         images, labels = next(stream)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if t.lr_decay != "none":
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(spec, done.iteration)
+        optimizer.lr = lr_at(spec, done.iteration)
         loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
         done.iteration += 1
         hooks.after_step(done.iteration)

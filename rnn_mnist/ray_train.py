@@ -131,16 +131,27 @@ def train_worker(config: dict) -> None:
     loop.fit(spec, ray.train.torch.get_device(), run, hooks, started=config["started"])
 
 
+def with_cpus(spec: specs.JobSpec, alone: bool) -> specs.JobSpec:
+    """The spec with scaling.cpus_per_worker settled: a job alone on the cluster shares its CPUs among
+    its workers (one worker on 2 cores trains with 2 threads); a grid trial takes 1 per worker."""
+    s = spec.scaling
+    if s.cpus_per_worker is not None:
+        return spec
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 0)) // s.workers) if alone else 1
+    return dataclasses.replace(spec, scaling=dataclasses.replace(s, cpus_per_worker=cpus))
+
+
 def cluster_check(spec: specs.JobSpec) -> None:
     """Refuse a job the cluster can never place, instead of letting Ray wait forever."""
     have = ray.cluster_resources()
     s = spec.scaling
-    want_cpu, want_gpu = s.workers * 1.0, s.workers * (1.0 if s.gpu else 0.0)
+    cpus = s.cpus_per_worker or 1
+    want_cpu, want_gpu = s.workers * cpus, s.workers * (1.0 if s.gpu else 0.0)
     if want_gpu > have.get("GPU", 0):
         raise ClusterTooSmall(f"scaling: asked for {s.workers} GPU worker(s), the cluster has "
                               f"{int(have.get('GPU', 0))} GPU(s)")
     if want_cpu > have.get("CPU", 0):
-        raise ClusterTooSmall(f"scaling: asked for {s.workers} worker(s) of 1 CPU each, the cluster has "
+        raise ClusterTooSmall(f"scaling: asked for {s.workers} worker(s) of {cpus} CPU(s) each, the cluster has "
                               f"{int(have.get('CPU', 0))} CPU(s)")
 
 
@@ -231,7 +242,9 @@ def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault
         train_worker,
         train_loop_config={"spec": absolute(spec).to_dict(), "run": storage.absolute(run), "started": started,
                            "fault": fault},
-        scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,
+            resources_per_worker={"CPU": spec.scaling.cpus_per_worker or 1, **({"GPU": 1} if spec.scaling.gpu else {})}),
         run_config=ray.train.RunConfig(
             name="ray", storage_path=storage.absolute(run),
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),

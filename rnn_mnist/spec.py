@@ -71,6 +71,9 @@ class ScalingSpec:
     gpu: bool = _opt(False, "one GPU per worker")
     max_failures: int = _opt(2, "worker failures survived by restarting from the last checkpoint",
                              check=_non_negative, rule="a non-negative integer")
+    # null: a job on its own shares the cluster's CPUs among its workers; a grid's trials take 1 each
+    cpus_per_worker: Optional[int] = _opt(None, "CPUs (and torch threads) per worker, or null",
+                                          check=_positive, rule="a positive integer or null")
 
 
 @dataclass(frozen=True)
@@ -249,9 +252,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load(path: Path, overrides: list[str] = ()) -> JobSpec:
-    """Read, override and check one job file."""
-    raw = read_yaml(path)
+def load(path: Path, overrides: list[str] = (), raw: Optional[dict] = None) -> JobSpec:
+    """Read, override and check one job file (raw: its mapping, if read already)."""
+    raw = read_yaml(path) if raw is None else raw
     if overrides:
         # validate the file alone first, so an error in it is blamed on the file
         from_dict(raw, str(path))
@@ -260,14 +263,10 @@ def load(path: Path, overrides: list[str] = ()) -> JobSpec:
     return from_dict(raw, str(path))
 
 
-def is_grid(path: Path) -> bool:
-    raw = read_yaml(path)
-    return "grid" in raw or "tune" in raw
-
-
 def load_any(path: Path, overrides: list[str] = ()):
     """A JobSpec, or a Grid for a file with a `grid:` section."""
-    return load_grid(path, overrides) if is_grid(path) else load(path, overrides)
+    raw = read_yaml(path)
+    return (load_grid if "grid" in raw or "tune" in raw else load)(path, overrides, raw)
 
 
 def _format_value(value) -> str:
@@ -323,10 +322,10 @@ def _trial_raw(raw: dict, combo, grid_file: Path, where: str) -> dict:
     return out
 
 
-def load_grid(path: Path, overrides: list[str] = ()) -> Grid:
+def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None) -> Grid:
     """Read a grid file and check every value, then every trial, before anything runs."""
     source = str(path)
-    raw = read_yaml(path)
+    raw = read_yaml(path) if raw is None else raw
     grid, tune = raw.pop("grid", None), raw.pop("tune", None) or {}
     if not isinstance(grid, dict) or not grid:
         raise SpecError(f"{source}: grid: expected a mapping of dotted keys to lists of values, got {grid!r}")

@@ -4,19 +4,24 @@ know (s3://, gs://, file://, ...). Locations are plain strings; local ones stay 
 import posixpath
 from pathlib import Path
 
-import pyarrow.fs as pafs
-
 from .files import atomic_write
+
+
+def _pafs():
+    import pyarrow.fs  # only where a location is listed or is a URI: the import costs 30+ MB
+
+    return pyarrow.fs
 
 
 def is_uri(location) -> bool:
     return "://" in str(location)
 
 
-def _fs(location) -> tuple[pafs.FileSystem, str]:
+def _fs(location):
+    """(pyarrow file system, path in it)."""
     if is_uri(location):
-        return pafs.FileSystem.from_uri(str(location))
-    return pafs.LocalFileSystem(), str(Path(location).resolve())
+        return _pafs().FileSystem.from_uri(str(location))
+    return _pafs().LocalFileSystem(), str(Path(location).resolve())
 
 
 def absolute(location) -> str:
@@ -48,13 +53,17 @@ def read_bytes(location) -> bytes:
 
 
 def exists(location) -> bool:
+    if not is_uri(location):
+        return Path(location).exists()
     fs, path = _fs(location)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
+    return fs.get_file_info(path).type != _pafs().FileType.NotFound
 
 
 def is_dir(location) -> bool:
+    if not is_uri(location):
+        return Path(location).is_dir()
     fs, path = _fs(location)
-    return fs.get_file_info(path).type == pafs.FileType.Directory
+    return fs.get_file_info(path).type == _pafs().FileType.Directory
 
 
 def make_new_dir(location) -> bool:
@@ -67,7 +76,7 @@ def make_new_dir(location) -> bool:
         except FileExistsError:
             return False
     fs, path = _fs(location)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+    if fs.get_file_info(path).type != _pafs().FileType.NotFound:
         return False
     fs.create_dir(path, recursive=True)
     return True
@@ -76,14 +85,16 @@ def make_new_dir(location) -> bool:
 def folders_holding(root, name: str) -> list[str]:
     """Every folder at or below root that holds a file called `name`, as locations, sorted."""
     fs, path = _fs(root)
+    pafs = _pafs()
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    found = [posixpath.dirname(i.path) for i in infos if i.type == pafs.FileType.File and posixpath.basename(i.path) == name]
+    found = [posixpath.dirname(i.path) for i in infos
+             if i.type == pafs.FileType.File and posixpath.basename(i.path) == name]
     return sorted(join(root, posixpath.relpath(p, path)) if p != path else str(root) for p in found)
 
 
 def relative(location, root) -> str:
     """location's path below root, e.g. compare_abc/model_a; root's own name if they are the same."""
-    _, path = _fs(location)
-    _, base = _fs(root)
+    path, base = (str(location), str(root)) if is_uri(location) else (str(Path(location).resolve()),
+                                                                       str(Path(root).resolve()))
     rel = posixpath.relpath(path, base)
     return posixpath.basename(path.rstrip("/")) if rel == "." else rel

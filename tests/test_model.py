@@ -1,8 +1,10 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from rnn_mnist import loop
+from rnn_mnist import cpu_rnn, loop, optim
 from rnn_mnist.model import RNNModel, count_params
 from rnn_mnist.spec import JobSpec, ModelSpec, TrainSpec
 
@@ -51,3 +53,71 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
     images, labels = torch.rand(64, 28, 28), torch.randint(0, 10, (64,))
     losses = [loop.train_step(model, images, labels, nn.CrossEntropyLoss(), optimizer).item() for _ in range(100)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("nonlinearity,layers", [("tanh", 1), ("tanh", 2), ("relu", 2)])
+def test_the_cpu_path_matches_nn_rnn_in_outputs_and_gradients(nonlinearity, layers):
+    torch.manual_seed(1)
+    model = RNNModel(28, 32, layers, 10, nonlinearity=nonlinearity)
+    x, y = torch.rand(16, 28, 28), torch.randint(0, 10, (16,))
+
+    def loss_and_grads(forward):
+        loss = nn.functional.cross_entropy(model.fc(forward(x)), y)
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    ours, our_grads = loss_and_grads(lambda x: cpu_rnn.last_hidden(model.rnn, x))
+    torch_loss, torch_grads = loss_and_grads(lambda x: model.rnn(x)[0][:, -1])
+    assert torch.allclose(ours, torch_loss, atol=1e-6)
+    for a, b in zip(our_grads, torch_grads):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_the_cpu_path_passes_gradients_to_its_input():
+    rnn = nn.RNN(28, 16, 1, batch_first=True)
+    x = torch.rand(4, 28, 28, requires_grad=True)
+    (ours,) = torch.autograd.grad(cpu_rnn.last_hidden(rnn, x).sum(), x)
+    (theirs,) = torch.autograd.grad(rnn(x)[0][:, -1].sum(), x)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("ours,theirs", [
+    (lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    (lambda p: optim.SGD(p, lr=0.05, momentum=0.9), lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    (lambda p: optim.Adam(p, lr=0.01), lambda p: torch.optim.Adam(p, lr=0.01)),
+], ids=["sgd", "sgd-momentum", "adam"])
+def test_the_optimizers_follow_torch_optim(ours, theirs):
+    torch.manual_seed(2)
+    start = nn.Linear(8, 3)
+    a, b = copy.deepcopy(start), copy.deepcopy(start)
+    opt_a, opt_b = ours(list(a.parameters())), theirs(b.parameters())
+    x, y = torch.rand(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(5):
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-6)
+
+
+def test_an_optimizer_resumes_from_its_state():
+    torch.manual_seed(3)
+    model = nn.Linear(4, 2)
+    opt = optim.Adam(list(model.parameters()), lr=0.01)
+    model(torch.rand(3, 4)).sum().backward()
+    opt.step()
+    again = optim.Adam(list(model.parameters()), lr=0.01)
+    again.load_state_dict(opt.state_dict())
+    assert again.steps == 1 and all(torch.equal(m, n) for m, n in zip(again.exp_avg, opt.exp_avg))
+
+
+def test_gradient_clipping_follows_torch():
+    torch.manual_seed(4)
+    a = nn.Linear(6, 6)
+    b, x = copy.deepcopy(a), torch.rand(5, 6)
+    for model in (a, b):
+        (model(x) * 100).sum().backward()
+    optim.clip_grad_norm_(list(a.parameters()), 1.0)
+    nn.utils.clip_grad_norm_(b.parameters(), 1.0)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, atol=1e-6)

@@ -22,5 +22,5 @@ def test_submit_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnist_root):
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
     assert done.stdout.count("Iteration: 30. Loss: ") == 1 and done.stdout.count("Iteration: 60. Loss: ") == 1
     summary = rundir.read_summary(tmp_path / "smoke")
-    assert summary["workers"] == 1 and summary["threads"] == 1 and summary["iterations"] == 60
+    assert summary["workers"] == 1 and summary["threads"] == 2 and summary["iterations"] == 60
     assert done.stdout.strip().splitlines()[-1].startswith("done: ")

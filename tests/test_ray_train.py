@@ -33,7 +33,7 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
     run = short_job.parent / "runs" / "short"
     summary = rundir.read_summary(run)
     assert summary["workers"] == workers and summary["device"] == "cpu" and summary["iterations"] == 200
-    assert summary["threads"] == 1  # the one CPU each worker was given
+    assert summary["threads"] == 2 // workers  # a job alone shares the 2 CPUs among its workers
     metrics = rundir.read_metrics(run)
     assert [m["iteration"] for m in metrics] == [50, 100, 150, 200]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
@@ -72,7 +72,7 @@ def one_line_error(result, code, fragment):
 
 def test_more_workers_than_cpus_is_refused(local_ray, short_job):
     result = submit(short_job, "--workers", 4, "--set", "train.batch_size=100")
-    one_line_error(result, 2, "asked for 4 worker(s) of 1 CPU each, the cluster has 2 CPU(s)")
+    one_line_error(result, 2, "asked for 4 worker(s) of 1 CPU(s) each, the cluster has 2 CPU(s)")
     assert not (short_job.parent / "runs").exists()
 
 
