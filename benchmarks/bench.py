@@ -3,8 +3,9 @@
 Variants, each in its own process, alternating round by round (a b c d a b c d ...):
   (a) the tutorial's pipeline (benchmarks/seed_baseline.py)
   (b) rnnjob run               (c) rnnjob submit --workers 1               (d) rnnjob submit --workers 2
-all model C, the same data, round r with seed r for every variant. Reports medians: wall seconds, training-loop seconds, samples per second,
-peak resident memory of the process tree, final accuracy, and each wall time as a ratio to (a).
+all model C, the same data, round r with seed r for every variant. Reports medians: wall seconds,
+training-loop seconds, samples per second, peak resident memory of the process tree, final accuracy,
+and each wall time as a ratio to (a).
 
     python benchmarks/bench.py [--rounds N] [--iters 3000] [--device cpu|cuda] [--only a,b]
 """

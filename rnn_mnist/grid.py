@@ -6,6 +6,7 @@ function itself holds no CPU, so on a small machine the workers get them all.
 """
 
 import math
+from pathlib import Path
 from typing import Optional
 
 from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
@@ -38,9 +39,9 @@ def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
 
 
 def check(grid: specs.Grid) -> None:
-    """Every trial must fit the cluster on its own, or Tune would wait for it forever."""
+    """Every trial must fit the cluster on its own, or Tune would wait for it forever.
+    (Whether each trial's batch splits over its workers is checked before Ray starts.)"""
     for trial in grid.trials:
-        ray_train.check_batch(trial.spec)
         ray_train.cluster_check(trial.spec)
         ray_train.storage_check(trial.spec)
 
@@ -62,8 +63,9 @@ def run(grid: specs.Grid, grid_dir: str, started: float, max_concurrent: Optiona
         runs[trial.name] = storage.join(grid_dir, trial.name)
         storage.make_new_dir(runs[trial.name])
         rundir.write_config(runs[trial.name], trial.spec)
-    space = [{"name": t.name, "spec": ray_train.absolute(t.spec).to_dict(), "run": storage.absolute(runs[t.name]),
-              "started": started} for t in grid.trials]
+    # trial functions run in folders of Ray's: no path may depend on the working folder
+    space = [{"name": t.name, "spec": specs.anchor(t.spec, Path.cwd()).to_dict(),
+              "run": storage.absolute(runs[t.name]), "started": started} for t in grid.trials]
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space={"trial": tune.grid_search(space)},

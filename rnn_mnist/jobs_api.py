@@ -120,20 +120,24 @@ def submit(address: str, job: Path, args: list[str], python: str, pip: list[str]
         shutil.rmtree(folder, ignore_errors=True)  # Ray has uploaded its own copy
 
 
-def status(address: str, job_id: str):
+def _job(address: str, job_id: str):
+    """(a client, the job's info); an unknown id is one line."""
     client = connect(address)
     try:
-        return client.get_job_info(job_id)
+        return client, client.get_job_info(job_id)
     except RuntimeError as e:
         if "does not exist" in str(e) or "404" in str(e):
             raise RunFailed(f"no job {job_id} on {address}") from None
         raise RunFailed(f"{address}: {str(e).splitlines()[0]}") from None
 
 
+def status(address: str, job_id: str):
+    return _job(address, job_id)[1]
+
+
 def follow(address: str, job_id: str, echo) -> JobStatus:
     """Print the job's log as it grows until the job ends; returns its final status."""
-    status(address, job_id)  # an unknown id fails here, in one line
-    client = JobSubmissionClient(address)
+    client, _ = _job(address, job_id)
 
     async def tail():
         async for lines in client.tail_job_logs(job_id):
@@ -153,8 +157,8 @@ def wait(client: JobSubmissionClient, job_id: str, timeout: float) -> JobStatus:
 
 
 def logs(address: str, job_id: str) -> str:
-    status(address, job_id)
-    return JobSubmissionClient(address).get_job_logs(job_id)
+    client, _ = _job(address, job_id)
+    return client.get_job_logs(job_id)
 
 
 def jobs(address: str) -> list:
@@ -163,7 +167,6 @@ def jobs(address: str) -> list:
 
 def stop(address: str, job_id: str) -> JobStatus:
     """Ask the job to stop and wait (up to 30 s) for it to end; returns its status then."""
-    status(address, job_id)
-    client = JobSubmissionClient(address)
+    client, _ = _job(address, job_id)
     client.stop_job(job_id)
     return wait(client, job_id, timeout=30)

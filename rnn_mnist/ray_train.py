@@ -230,9 +230,8 @@ def disconnect() -> None:
     ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
 
 
-def absolute(spec: specs.JobSpec) -> specs.JobSpec:
-    """The spec with its data folder made absolute: Train workers run in a folder of Ray's."""
-    return dataclasses.replace(spec, data=dataclasses.replace(spec.data, root=str(Path(spec.data.root).resolve())))
+def _per_worker(scaling: specs.ScalingSpec) -> dict:
+    return {"CPU": scaling.cpus_per_worker or 1, **({"GPU": 1} if scaling.gpu else {})}
 
 
 def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None,
@@ -240,11 +239,12 @@ def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault
     """The TorchTrainer for one job; its Ray storage is `<run>/ray`."""
     return TorchTrainer(
         train_worker,
-        train_loop_config={"spec": absolute(spec).to_dict(), "run": storage.absolute(run), "started": started,
+        # Train workers run in a folder of Ray's: their paths must not depend on the working folder
+        train_loop_config={"spec": specs.anchor(spec, Path.cwd()).to_dict(), "run": storage.absolute(run),
+                           "started": started,
                            "fault": fault},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,
-            resources_per_worker={"CPU": spec.scaling.cpus_per_worker or 1, **({"GPU": 1} if spec.scaling.gpu else {})}),
+        scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,
+                                               resources_per_worker=_per_worker(spec.scaling)),
         run_config=ray.train.RunConfig(
             name="ray", storage_path=storage.absolute(run),
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),

@@ -57,7 +57,8 @@ class TrainSpec:
     eval_every: int = _opt(500, "test-set evaluation period, iterations", check=_positive, rule="a positive integer")
     seed: int = _opt(0, "seeds weights and data order", check=_non_negative, rule="a non-negative integer")
     # exploding gradients are the plain rnn's classic failure; clipping is off by default like the seed
-    grad_clip: Optional[float] = _opt(None, "max gradient norm, or null", check=_positive, rule="a positive number or null")
+    grad_clip: Optional[float] = _opt(None, "max gradient norm, or null", check=_positive,
+                                      rule="a positive number or null")
 
 
 @dataclass(frozen=True)

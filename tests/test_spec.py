@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from rnn_mnist import spec as specs
@@ -174,7 +172,8 @@ BAD_GRIDS = [
     ("grid:\n  output.dir: [a, b]\n", "grid.output.dir: cannot be swept"),
     ("grid:\n  preset: [nowhere]\n", "grid preset='nowhere': no job file"),
     ("grid:\n  train.lr: [0.1]\ntune: {scheduler: hyperband}\n", "tune.scheduler: expected one of none, asha"),
-    ("model: {nonlinearity: relu}\ngrid:\n  model.cell: [rnn, lstm]\n", "model.nonlinearity: 'relu' applies to the rnn"),
+    ("model: {nonlinearity: relu}\ngrid:\n  model.cell: [rnn, lstm]\n",
+     "model.nonlinearity: 'relu' applies to the rnn"),
 ]
 
 
