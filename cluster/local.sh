@@ -92,8 +92,12 @@ up() {
     --dashboard-host "$head_ip" --dashboard-port "$dashboard_port" --num-cpus "$cpus"
   wait_for_nodes "$head_ip:$port" 1
   for i in $(seq 1 "$workers"); do
+    # a temp folder per node: on one machine they would otherwise share the head's session folder,
+    # and a node unpacking a job's working_dir would replace it under the job's driver
+    local temp=/tmp/$name-ray-node$i
+    echo "$temp" >>"$state/temps"
     start_node "worker$i" "$name-node$i" --address "$head_ip:$port" --node-ip-address "$subnet.$((i + 1))" \
-      --num-cpus "$cpus"
+      --num-cpus "$cpus" --temp-dir "$temp"
   done
   wait_for_nodes "$head_ip:$port" $((workers + 1))
   echo "$head_ip:$port" >"$state/gcs"
@@ -110,7 +114,7 @@ running() {  # how many processes of the recorded groups still run (zombies only
 
 down() {
   [ -e "$state/pids" ] || { echo "no cluster from cluster/local.sh is up"; return 0; }
-  local pid tries alive link ns
+  local pid tries alive link ns temp
   while read -r pid; do kill -TERM -- "-$pid" 2>/dev/null || true; done <"$state/pids"
   for tries in $(seq 1 20); do
     alive=$(running "$state/pids")
@@ -125,6 +129,9 @@ down() {
     while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done <"$state/netns"
   fi
   [ -e "$state/bridge" ] && ip link del "$(cat "$state/bridge")" 2>/dev/null || true
+  if [ -e "$state/temps" ]; then
+    while read -r temp; do rm -rf "$temp"; done <"$state/temps"
+  fi
   # the address file that `ray start --head` leaves for `--address auto`, if it still names ours
   if [ -e "$state/gcs" ] && [ "$(cat /tmp/ray/ray_current_cluster 2>/dev/null)" = "$(cat "$state/gcs")" ]; then
     rm -f /tmp/ray/ray_current_cluster

@@ -6,7 +6,6 @@ function itself holds no CPU, so on a small machine the workers get them all.
 """
 
 import math
-from pathlib import Path
 from typing import Optional
 
 from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
@@ -64,7 +63,7 @@ def run(grid: specs.Grid, grid_dir: str, started: float, max_concurrent: Optiona
         storage.make_new_dir(runs[trial.name])
         rundir.write_config(runs[trial.name], trial.spec)
     # trial functions run in folders of Ray's: no path may depend on the working folder
-    space = [{"name": t.name, "spec": specs.anchor(t.spec, Path.cwd()).to_dict(),
+    space = [{"name": t.name, "spec": specs.anchor(t.spec).to_dict(),
               "run": storage.absolute(runs[t.name]), "started": started} for t in grid.trials]
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them

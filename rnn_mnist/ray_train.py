@@ -13,7 +13,6 @@ import socket
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
@@ -240,7 +239,7 @@ def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault
     return TorchTrainer(
         train_worker,
         # Train workers run in a folder of Ray's: their paths must not depend on the working folder
-        train_loop_config={"spec": specs.anchor(spec, Path.cwd()).to_dict(), "run": storage.absolute(run),
+        train_loop_config={"spec": specs.anchor(spec).to_dict(), "run": storage.absolute(run),
                            "started": started,
                            "fault": fault},
         scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,

@@ -358,17 +358,20 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
     return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location)
 
 
-def _anchored(spec: JobSpec, base: Path) -> JobSpec:
+def _anchored(spec: JobSpec, base: Optional[Path]) -> JobSpec:
     def at(place):
-        return place if place is None or "://" in place or Path(place).is_absolute() else str(base / place)
+        if place is None or "://" in place or Path(place).is_absolute():
+            return place  # no need to ask for the working folder (a job driver's may be gone)
+        return str(base / place) if base else str(Path(place).resolve())
 
     return dataclasses.replace(
         spec, data=dataclasses.replace(spec.data, root=at(spec.data.root)),
         output=dataclasses.replace(spec.output, dir=at(spec.output.dir), storage=at(spec.output.storage)))
 
 
-def anchor(job, base: Path):
-    """The job (a JobSpec or a Grid) with its relative data and output paths taken from base."""
+def anchor(job, base: Optional[Path] = None):
+    """The job (a JobSpec or a Grid) with its relative data and output paths taken from base
+    (None: the working folder), so that no path depends on the folder a process runs in."""
     if isinstance(job, JobSpec):
         return _anchored(job, base)
     trials = tuple(Trial(t.name, _anchored(t.spec, base)) for t in job.trials)
