@@ -258,7 +258,7 @@ def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]
         grid_dir = rundir.create(grid.output_dir, grid.name)
         at_once = grids.concurrency(grid, max_concurrent)
         typer.echo(f"grid directory: {grid_dir}  ({len(grid.trials)} trials, {at_once} at a time)")
-        summaries = grids.run(grid, grid_dir, started, max_concurrent)
+        summaries = grids.run(grid, grid_dir, started, at_once)
     table, _ = report.rows(grid_dir)
     typer.echo(report.render(table, "table"))
     failed = [s for s in summaries if s["status"] == "failed"]

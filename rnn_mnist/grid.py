@@ -55,7 +55,7 @@ def _scheduler(grid: specs.Grid):
                          max_t=evaluations, grace_period=min(t.grace_period, evaluations))
 
 
-def run(grid: specs.Grid, grid_dir: str, started: float, max_concurrent: Optional[int] = None) -> list[dict]:
+def run(grid: specs.Grid, grid_dir: str, started: float, at_once: int) -> list[dict]:
     """Run every trial into `<grid_dir>/<trial name>/`; returns their summaries, failed and stopped ones too."""
     runs = {}
     for trial in grid.trials:
@@ -68,7 +68,7 @@ def run(grid: specs.Grid, grid_dir: str, started: float, max_concurrent: Optiona
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space={"trial": tune.grid_search(space)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency(grid, max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once,
                                     scheduler=_scheduler(grid)),
         run_config=tune.RunConfig(name="tune", storage_path=storage.absolute(grid_dir), verbose=0,
                                   failure_config=tune.FailureConfig(fail_fast=False)),

@@ -173,11 +173,16 @@ def _restore(spec: JobSpec, device, hooks: Hooks):
     return model, optimizer, progress
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The model itself, out of the DDP wrapper Ray puts around it for several workers."""
+    return getattr(model, "module", model)
+
+
 def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
     """Test accuracy over all 10k images (each worker its share) and the batch loss, agreed by all workers."""
     images, labels = test
-    core = getattr(model, "module", model)  # evaluate outside DDP: no gradient sync to set up
-    correct = hooks.all_reduce(evaluate(core, images, labels, device, hooks.rank, hooks.world_size))
+    # evaluate outside DDP: no gradient sync to set up
+    correct = hooks.all_reduce(evaluate(_unwrapped(model), images, labels, device, hooks.rank, hooks.world_size))
     mean_loss = (hooks.all_reduce(loss.clone()) / hooks.world_size).item()
     if not math.isfinite(mean_loss):  # every worker sees the same reduced loss, so all stop together
         raise Diverged(f"training diverged: the loss was {mean_loss} at iteration {iteration} "
@@ -189,8 +194,8 @@ def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[str], 
     record, state = progress.history[-1], None
     if hooks.rank == 0:
         say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
-        core = getattr(model, "module", model)  # unwrap DDP: the file loads the same from any worker count
-        state = {"spec": spec.to_dict(), "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+        # unwrapped: the file loads the same whatever the worker count
+        state = {"spec": spec.to_dict(), "model": _unwrapped(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": torch.get_rng_state(), **asdict(progress)}
         if run:
             rundir.write_metrics(run, progress.history)
