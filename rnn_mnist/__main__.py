@@ -1,5 +1,5 @@
 """`python -m rnn_mnist ...` is `rnnjob ...`: what a cluster runs where rnnjob is not installed."""
 
-from .cli import app
+from .cli import entry
 
-app(prog_name="rnnjob")
+entry()

@@ -6,6 +6,7 @@ What differs between one local process and a Ray worker (DDP wrapping, the
 distributed sampler, summing across workers, checkpoints) comes in as `Hooks`.
 """
 
+import ctypes
 import math
 import socket
 import sys
@@ -84,6 +85,22 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device is available on this machine")
     return torch.device(name)
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed blocks for reuse instead of handing them back to the kernel.
+
+    Every CPU step allocates and frees the same megabyte-sized tensors. By default glibc returns
+    blocks of that size to the kernel on free, and each new one faults its pages in again: about a
+    tenth of a step's time here. Fixed thresholds keep them in the heap (the peak stays the same).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    libc.mallopt(m_mmap_threshold, 64 << 20)
+    libc.mallopt(m_trim_threshold, 256 << 20)
 
 
 def lr_at(spec: JobSpec, iteration: int) -> float:
@@ -209,6 +226,8 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
     hooks = hooks or Hooks()
     started = started or time.time()
     t = spec.train
+    if device.type == "cpu":
+        keep_freed_memory()
     model, optimizer, done = _restore(spec, device, hooks)
     train = data.load(spec.data.root, train=True, log=say)
     test = data.load(spec.data.root, train=False, log=say)
