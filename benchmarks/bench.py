@@ -3,11 +3,13 @@
 Variants, each in its own process, alternating round by round (a b c d a b c d ...):
   (a) the tutorial's pipeline (benchmarks/seed_baseline.py)
   (b) rnnjob run               (c) rnnjob submit --workers 1               (d) rnnjob submit --workers 2
-all model C, the same data, round r with seed r for every variant. Reports medians: wall seconds,
-training-loop seconds, samples per second, peak resident memory of the process tree, final accuracy,
-and each wall time as a ratio to (a).
+all model C, the same data, round r with seed first-seed + r for every variant. Reports medians: wall
+seconds, training-loop seconds, samples per second, peak resident memory of the process tree, final
+accuracy, and each wall time as a ratio to (a): the ratio of the medians, and the median of the ratios
+within each round (this VM's speed drifts by tens of percent over minutes; neighbours in time see
+the same drift).
 
-    python benchmarks/bench.py [--rounds N] [--iters 3000] [--device cpu|cuda] [--only a,b]
+    python benchmarks/bench.py [--rounds N] [--iters 3000] [--device cpu|cuda] [--only a,b] [--first-seed S]
 """
 
 import argparse
@@ -95,12 +97,15 @@ def machine(device: str) -> dict:
 
 def table(medians: dict, rounds: int, iters: int) -> str:
     base = medians["a"]["wall_seconds"] if "a" in medians else None
-    head = f"{'variant':<30}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MB':>9}{'acc %':>8}{'vs (a)':>8}"
+    head = (f"{'variant':<30}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MB':>9}{'acc %':>8}{'vs (a)':>8}"
+            f"{'per round':>11}")
     lines = [f"model C, {iters} iterations, median of {rounds} round(s)", head]
     for key, m in medians.items():
         ratio = f"{m['wall_seconds'] / base:.2f}x" if base else "-"
+        per_round = f"{m['round_ratio_to_a']:.2f}x" if base else "-"
         lines.append(f"({key}) {VARIANTS[key]:<26}{m['wall_seconds']:>9.1f}{m['train_seconds']:>9.1f}"
-                     f"{m['samples_per_second']:>11.0f}{m['peak_rss_mb']:>9.0f}{m['final_accuracy']:>8.2f}{ratio:>8}")
+                     f"{m['samples_per_second']:>11.0f}{m['peak_rss_mb']:>9.0f}{m['final_accuracy']:>8.2f}{ratio:>8}"
+                     f"{per_round:>11}")
     return "\n".join(lines)
 
 
@@ -111,25 +116,31 @@ def main():
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--gpu", action="store_const", const="cuda", dest="device", help="same as --device cuda")
     parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. a,b")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first round")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
     args = parser.parse_args()
     chosen = [v for v in args.only.split(",") if v in VARIANTS]
 
     runs = {v: [] for v in chosen}
     for r in range(args.rounds):
-        for v in chosen:  # round r runs every variant with seed r: the same seeds for all
-            runs[v].append(measure(v, args.iters, r, args.device))
+        seed = args.first_seed + r
+        for v in chosen:  # every variant of a round runs with the round's seed
+            runs[v].append({"seed": seed, **measure(v, args.iters, seed, args.device)})
             print(f"round {r + 1}/{args.rounds} ({v}) {VARIANTS[v]}: {runs[v][-1]['wall_seconds']:.1f} s", flush=True)
-    medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0]} for v in chosen}
+    medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0] if k != "seed"}
+               for v in chosen}
     if "a" in medians:
-        for m in medians.values():
+        for v, m in medians.items():
             m["wall_ratio_to_a"] = m["wall_seconds"] / medians["a"]["wall_seconds"]
+            m["round_ratio_to_a"] = statistics.median(run["wall_seconds"] / base["wall_seconds"]
+                                                      for run, base in zip(runs[v], runs["a"]))
     print(table(medians, args.rounds, args.iters))
     print(f"targets on a 2-core CPU: {TARGETS}")
 
     Path(args.results).mkdir(parents=True, exist_ok=True)
     out = Path(args.results) / f"bench-{args.device}-{args.iters}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"machine": machine(args.device), "iters": args.iters, "rounds": args.rounds,
+                               "first_seed": args.first_seed,
                                "variants": VARIANTS, "medians": medians, "runs": runs}, indent=2) + "\n")
     print(f"wrote {out}")
 

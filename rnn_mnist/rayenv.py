@@ -6,7 +6,10 @@
   workers from starting;
 - send the authentication token when one is at hand: Ray's client sends it only in token mode,
   which a new local Ray turns on for itself but a process joining a cluster does not. The token is
-  taken where Ray's own CLI looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token.
+  taken where Ray's own CLI looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token;
+- have Ray Train's controller look at its workers every 0.5 s instead of 2 s: it notices that a
+  job is done only at its next look, so this takes about a second off every job on an embedded Ray
+  (whose processes inherit this environment; a cluster that was joined keeps its own setting).
 """
 
 import ipaddress
@@ -45,6 +48,7 @@ def token_file() -> Path:
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 if on_loopback(os.environ.get("RAY_ADDRESS")):
     os.environ.setdefault(LOOPBACK_ENV, "0")
 if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file().exists()):

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -169,3 +172,21 @@ def test_a_diverging_run_fails_in_one_line_and_says_so_in_its_summary(job_file):
     assert_one_line_error(result, 1, "training diverged: the loss was nan at iteration 10")
     summary = rundir.read_summary(job.parent / "runs" / "wild")
     assert summary["status"] == "failed" and "diverged" in summary["error"]
+
+
+RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")
+
+
+def test_the_rnnjob_executable_flushes_its_output_into_a_pipe_before_it_exits(job_file):
+    # it leaves through os._exit, past what would otherwise flush stdout at exit
+    done = subprocess.run([RNNJOB, "run", job_file("piped"), "--device", "cpu"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("done: ") and "Iteration: 20. Loss: " in done.stdout
+
+
+@pytest.mark.parametrize("args,code", [(["run", "jobs/no-such-job.yaml"], 2), (["run", "--bogus"], 2),
+                                       (["data", "fetch", "--source", "nowhere"], 2)])
+def test_the_rnnjob_executable_passes_exit_codes_through(args, code):
+    done = subprocess.run([RNNJOB, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr

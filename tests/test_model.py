@@ -1,4 +1,6 @@
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -121,3 +123,29 @@ def test_gradient_clipping_follows_torch():
     nn.utils.clip_grad_norm_(b.parameters(), 1.0)
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.allclose(pa.grad, pb.grad, atol=1e-6)
+
+
+STEPS_FAULTS = """
+import resource, sys, torch
+from rnn_mnist import loop
+from rnn_mnist.spec import JobSpec, ModelSpec
+if sys.argv[1] == "keep":
+    loop.keep_freed_memory()
+spec = JobSpec(model=ModelSpec(layer_dim=2))
+model = loop.build_model(spec)
+optimizer = loop.build_optimizer(spec, model.parameters())
+x, y = torch.rand(100, 28, 28), torch.randint(0, 10, (100,))
+for _ in range(5):
+    loop.train_step(model, x, y, torch.nn.CrossEntropyLoss(), optimizer)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(30):
+    loop.train_step(model, x, y, torch.nn.CrossEntropyLoss(), optimizer)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_keep_freed_memory_spares_each_step_its_page_faults():
+    # counted by the kernel, not timed: 30 steps of model C's shape in a fresh process, with and without
+    faults = {mode: int(subprocess.run([sys.executable, "-c", STEPS_FAULTS, mode], capture_output=True, text=True,
+                                       check=True, timeout=120).stdout) for mode in ("keep", "default")}
+    assert faults["keep"] < faults["default"] / 3, faults
