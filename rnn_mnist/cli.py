@@ -45,12 +45,14 @@ class _OneLineErrors(TyperGroup):
 app = typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
                   help="Train recurrent networks on MNIST from YAML job specs, locally or on Ray.")
+
+
 def entry() -> None:
     """The `rnnjob` executable: the app, then a short way out of the process.
 
     At a normal exit the CUDA build of torch runs its libraries' static destructors, which touch
-    about 130 MB of memory (more than any job's peak) and take 0.3 s to free what the kernel frees
-    anyway. So once the command is done: Python's exit handlers (Ray's shutdown, logging), flushed
+    about 130 MB of memory (more than training model C adds to the process) and take 0.3 s, to free
+    what the kernel frees anyway. So once the command is done: Python's exit handlers (Ray's shutdown, logging), flushed
     output, and os._exit.
     """
     try:
@@ -58,7 +60,7 @@ def entry() -> None:
         code = 0
     except SystemExit as e:
         code = e.code or 0  # _OneLineErrors exits with an int
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # what a normal exit would run first: Ray's shutdown, logging's flush
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -15,7 +15,8 @@ FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", 
 
 def test_bench_quick_measures_all_four_variants_side_by_side(tmp_path, mnist_root):
     done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--rounds", "1", "--iters", "300",
-                           "--first-seed", "4", "--results", tmp_path], capture_output=True, text=True, timeout=900, cwd=ROOT)
+                           "--first-seed", "4", "--results", tmp_path],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     (written,) = tmp_path.glob("bench-cpu-300-*.json")
     report = json.loads(written.read_text())
