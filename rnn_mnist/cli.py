@@ -52,8 +52,8 @@ def entry() -> None:
 
     At a normal exit the CUDA build of torch runs its libraries' static destructors, which touch
     about 130 MB of memory (more than training model C adds to the process) and take 0.3 s, to free
-    what the kernel frees anyway. So once the command is done: Python's exit handlers (Ray's shutdown, logging), flushed
-    output, and os._exit.
+    what the kernel frees anyway. So once the command is done: Python's exit handlers (Ray's
+    shutdown, logging), flushed output, and os._exit.
     """
     try:
         app(prog_name="rnnjob")
@@ -222,15 +222,11 @@ def jobs_api_address(address: Optional[str]) -> Optional[str]:
 
 def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str]:
     """The flags of this command, for the same command on the cluster."""
-    args = [] if workers is None else ["--workers", str(workers)]
+    valued = {"--workers": workers, "--max-concurrent": max_concurrent, "--iters": iters, "--seed": seed,
+              "--out": out}
+    args = [part for flag, value in valued.items() if value is not None for part in (flag, str(value))]
     args += [] if gpu is None else ["--gpu" if gpu else "--no-gpu"]
-    args += [] if max_concurrent is None else ["--max-concurrent", str(max_concurrent)]
-    args += [] if iters is None else ["--iters", str(iters)]
-    args += [] if seed is None else ["--seed", str(seed)]
-    args += [] if out is None else ["--out", out]
-    for s in sets or []:
-        args += ["--set", s]
-    return args
+    return args + [part for s in sets or [] for part in ("--set", s)]
 
 
 def _submit_remote(address: str, job: Path, args: list[str], python: str, pip: list[str], detach: bool) -> None:
@@ -254,7 +250,7 @@ def _submit_job(spec: specs.JobSpec, started: float) -> None:
     fault = ray_train.Fault.from_env()
     data.fetch(spec.data.root)
     with _ray():
-        spec = ray_train.with_cpus(spec, alone=True)
+        spec = ray_train.with_cpus(spec)
         ray_train.cluster_check(spec)
         ray_train.storage_check(spec)
         run_dir = rundir.create(spec.output.location, spec.name)

@@ -30,7 +30,7 @@ def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
     """Trials at once: what the user asked for, at most what the cluster can hold side by side."""
     have = ray.cluster_resources()
     s = grid.trials[0].spec.scaling
-    fits = int(have.get("CPU", 0) // (s.workers * (s.cpus_per_worker or 1)))
+    fits = int(have.get("CPU", 0) // (s.workers * ray_train.cpus_each(s)))
     if s.gpu:
         fits = min(fits, int(have.get("GPU", 0) // s.workers))
     wanted = asked or grid.tune.max_concurrent or len(grid.trials)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import urlparse
 
-from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
+from . import rayenv  # (before ray: settings Ray reads at import)
 
 import ray.exceptions  # noqa: E402
 from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
@@ -54,24 +54,19 @@ def connect(address: str) -> JobSubmissionClient:
     try:
         return JobSubmissionClient(address)
     except ray.exceptions.AuthenticationError:
-        raise _token_rejected(address) from None
+        raise rayenv.token_rejected(address) from None
     except (ConnectionError, RuntimeError) as e:
         if "401" in str(e) or "uthenticat" in str(e):
-            raise _token_rejected(address) from None
+            raise rayenv.token_rejected(address) from None
         raise RunFailed(f"the Jobs API at {address} did not answer: {str(e).splitlines()[0]}") from None
-
-
-def _token_rejected(address: str) -> RunFailed:
-    return RunFailed(f"the Ray cluster at {address} rejected the authentication token; give it the cluster's "
-                     "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
 
 
 def _ignore(root: Path):
     def ignore(folder, names):
         skipped = []
         for name in names:
-            rel = (Path(folder) / name).relative_to(root).as_posix()
             path = Path(folder) / name
+            rel = path.relative_to(root).as_posix()
             if rel in EXCLUDED or name in EXCLUDED or (path.is_file() and path.stat().st_size >= LIMIT):
                 skipped.append(name)
         return skipped

@@ -21,11 +21,10 @@ class RNNModel(nn.Module):
         extra = {"nonlinearity": nonlinearity} if cell == "rnn" else {}
         self.rnn = CELLS[cell](input_dim, hidden_dim, layer_dim, batch_first=True, **extra)
         self.fc = nn.Linear(hidden_dim, output_dim)
-        self.cell = cell
 
     def forward(self, x):
         # x: (batch, seq=28, input=28); the hidden state starts at zero (torch's default)
-        if self.cell == "rnn" and x.device.type == "cpu":
+        if isinstance(self.rnn, nn.RNN) and x.device.type == "cpu":
             last = cpu_rnn.last_hidden(self.rnn, x)  # the same math in fewer CPU operations
         else:
             out, _ = self.rnn(x)  # (batch, seq, hidden); cuDNN on a GPU

@@ -82,7 +82,7 @@ class RayHooks(loop.Hooks):
         if not checkpoint:
             return None
         with checkpoint.as_directory() as d:
-            return rundir.load_model(storage.join(d, rundir.MODEL))
+            return rundir.load_model(d)
 
     def nodes(self):
         mine = ray.get_runtime_context().get_node_id()
@@ -130,21 +130,26 @@ def train_worker(config: dict) -> None:
     loop.fit(spec, ray.train.torch.get_device(), run, hooks, started=config["started"])
 
 
-def with_cpus(spec: specs.JobSpec, alone: bool) -> specs.JobSpec:
-    """The spec with scaling.cpus_per_worker settled: a job alone on the cluster shares its CPUs among
-    its workers (one worker on 2 cores trains with 2 threads); a grid trial takes 1 per worker."""
+def with_cpus(spec: specs.JobSpec) -> specs.JobSpec:
+    """The spec of a job alone on the cluster with scaling.cpus_per_worker settled: its workers share
+    the cluster's CPUs (one worker on 2 cores trains with 2 threads). A grid's trials leave it null."""
     s = spec.scaling
     if s.cpus_per_worker is not None:
         return spec
-    cpus = max(1, int(ray.cluster_resources().get("CPU", 0)) // s.workers) if alone else 1
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 0)) // s.workers)
     return dataclasses.replace(spec, scaling=dataclasses.replace(s, cpus_per_worker=cpus))
+
+
+def cpus_each(scaling: specs.ScalingSpec) -> int:
+    """The CPUs one worker takes: cpus_per_worker, or 1 where it is null (a grid's trials)."""
+    return scaling.cpus_per_worker or 1
 
 
 def cluster_check(spec: specs.JobSpec) -> None:
     """Refuse a job the cluster can never place, instead of letting Ray wait forever."""
     have = ray.cluster_resources()
     s = spec.scaling
-    cpus = s.cpus_per_worker or 1
+    cpus = cpus_each(s)
     want_cpu, want_gpu = s.workers * cpus, s.workers * (1.0 if s.gpu else 0.0)
     if want_gpu > have.get("GPU", 0):
         raise ClusterTooSmall(f"scaling: asked for {s.workers} GPU worker(s), the cluster has "
@@ -207,8 +212,7 @@ def _join(address: str) -> None:
     if failure is None:
         sys.stderr.write(said)
     elif "InvalidAuthToken" in said or "uthentication" in str(failure):
-        raise RunFailed(f"the Ray cluster at {gcs} rejected the authentication token; give it the cluster's "
-                        "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+        raise rayenv.token_rejected(gcs)
     else:
         raise RunFailed(f"cannot join the Ray cluster at {gcs}: {str(failure).splitlines()[0]}")
 
@@ -230,7 +234,7 @@ def disconnect() -> None:
 
 
 def _per_worker(scaling: specs.ScalingSpec) -> dict:
-    return {"CPU": scaling.cpus_per_worker or 1, **({"GPU": 1} if scaling.gpu else {})}
+    return {"CPU": cpus_each(scaling), **({"GPU": 1} if scaling.gpu else {})}
 
 
 def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None,
@@ -256,7 +260,7 @@ def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault
 def fit(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None) -> dict:
     """Run one job on the connected Ray cluster; rank 0 writes the run directory. Returns the summary.
 
-    The caller checks first (check_batch, cluster_check), before it makes the run directory.
+    The caller checks first (check_batch, cluster_check, storage_check), before it makes the run directory.
     """
     try:
         trainer(spec, run, started, fault).fit()

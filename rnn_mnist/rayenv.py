@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .errors import RunFailed
+
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start --head` records its address
 
@@ -45,6 +47,11 @@ def on_loopback(address: Optional[str]) -> bool:
 
 def token_file() -> Path:
     return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+
+
+def token_rejected(cluster: str) -> RunFailed:
+    return RunFailed(f"the Ray cluster at {cluster} rejected the authentication token; give it the cluster's "
+                     "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
 
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import yaml
 
+from . import storage
 from .errors import BadInput
 
 
@@ -360,7 +361,7 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
 
 def _anchored(spec: JobSpec, base: Optional[Path]) -> JobSpec:
     def at(place):
-        if place is None or "://" in place or Path(place).is_absolute():
+        if place is None or storage.is_uri(place) or Path(place).is_absolute():
             return place  # no need to ask for the working folder (a job driver's may be gone)
         return str(base / place) if base else str(Path(place).resolve())
 

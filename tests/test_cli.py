@@ -190,3 +190,12 @@ def test_the_rnnjob_executable_flushes_its_output_into_a_pipe_before_it_exits(jo
 def test_the_rnnjob_executable_passes_exit_codes_through(args, code):
     done = subprocess.run([RNNJOB, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_submit_passes_its_flags_on_to_the_same_command_on_the_cluster():
+    from rnn_mnist.cli import _passed_on
+
+    passed = _passed_on(2, False, 3, 50, 7, "s3://bucket/runs", ["train.lr=0.05", "model.hidden_dim=32"])
+    assert passed == ["--workers", "2", "--max-concurrent", "3", "--iters", "50", "--seed", "7",
+                      "--out", "s3://bucket/runs", "--no-gpu", "--set", "train.lr=0.05", "--set", "model.hidden_dim=32"]
+    assert _passed_on(None, None, None, None, None, None, None) == []
