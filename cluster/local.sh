@@ -33,19 +33,28 @@ start_node() {  # name namespace-or-empty ray-start-args...
   local name=$1 ns=$2; shift 2
   local -a run=()
   [ -n "$ns" ] && run=(ip netns exec "$ns")
-  "${run[@]}" env PATH="$(dirname "$ray"):$PATH" RAY_USAGE_STATS_ENABLED=0 "${node_env[@]}" \
+  # no drain on SIGTERM (Ray waits up to 30 s for a node's work to move elsewhere): `down` ends them all
+  "${run[@]}" env PATH="$(dirname "$ray"):$PATH" RAY_USAGE_STATS_ENABLED=0 \
+    RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0}" "${node_env[@]}" \
     setsid "$ray" start --block "$@" >"$state/$name.log" 2>&1 &
   echo "$!" >>"$state/pids"
 }
 
 wait_for_nodes() {  # gcs-address expected-count
-  local tries=0
+  local tries=0 pid
   until [ "$(env "${node_env[@]}" RAY_AUTH_MODE=token timeout 20 "$ray" status --address "$1" 2>/dev/null |
              grep -c ' node_')" -ge "$2" ]; do
+    while read -r pid; do  # a node whose `ray start` ended will not come: say so now, not in minutes
+      kill -0 "$pid" 2>/dev/null || die "a Ray node exited while starting (its last line: $(last_error)); run cluster/local.sh down"
+    done <"$state/pids"
     tries=$((tries + 1))
     [ "$tries" -le 90 ] || die "the cluster did not come up with $2 node(s); see $state/*.log"
     sleep 1
   done
+}
+
+last_error() {  # the last non-blank line of the nodes' logs
+  cat "$state"/*.log 2>/dev/null | grep -v '^[[:space:]]*$' | tail -n 1
 }
 
 up() {
@@ -112,16 +121,23 @@ running() {  # how many processes of the recorded groups still run (zombies only
   ps -eo pgid=,stat= | awk 'NR == FNR { groups[$1]; next } ($1 in groups) && $2 !~ /^Z/ { n++ } END { print n + 0 }' "$1" -
 }
 
+wait_gone() {  # seconds: until no recorded group runs a process; fails if one still does then
+  local tries
+  for tries in $(seq 1 "$((10 * $1))"); do
+    [ "$(running "$state/pids")" -eq 0 ] && return 0
+    sleep 0.1
+  done
+  [ "$(running "$state/pids")" -eq 0 ]
+}
+
 down() {
   [ -e "$state/pids" ] || { echo "no cluster from cluster/local.sh is up"; return 0; }
-  local pid tries alive link ns temp
+  local pid link ns temp
   while read -r pid; do kill -TERM -- "-$pid" 2>/dev/null || true; done <"$state/pids"
-  for tries in $(seq 1 20); do
-    alive=$(running "$state/pids")
-    [ "$alive" -eq 0 ] && break
-    sleep 1
-  done
+  wait_gone 20 || true  # what TERM did not end in time gets SIGKILL
+  # SIGKILL is delivered, not finished, when kill returns: wait for the kernel to end them too
   while read -r pid; do kill -KILL -- "-$pid" 2>/dev/null || true; done <"$state/pids"
+  wait_gone 10 || die "process group(s) $(tr '\n' ' ' <"$state/pids")still run after SIGKILL; $state is kept"
   if [ -e "$state/links" ]; then  # deleted now, not whenever the kernel gets round to it
     while read -r link; do ip link del "$link" 2>/dev/null || true; done <"$state/links"
   fi

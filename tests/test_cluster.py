@@ -141,3 +141,19 @@ def test_a_rejected_token_is_one_line_and_exit_1(head):
     assert done.stderr.strip().splitlines() == [
         f"error: the Ray cluster at {head['jobs']} rejected the authentication token; give it the cluster's "
         "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"]
+
+
+def test_up_says_at_once_why_a_node_did_not_start_and_down_cleans_up(tmp_path):
+    # the GCS port inside Ray's default worker-port range (10002-19999): `ray start` refuses it and exits
+    ports = {"RNNJOB_CLUSTER_STATE": str(tmp_path / "state"), "RNNJOB_CLUSTER_PORT": "10500",
+             "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
+    up = subprocess.run([ROOT / "cluster" / "local.sh", "up"], capture_output=True, text=True, timeout=120,
+                        env=env(**ports))
+    assert up.returncode == 1
+    assert up.stderr.startswith("cluster/local.sh: a Ray node exited while starting (its last line: ")
+    assert "port" in up.stderr.split("its last line: ")[1]  # Ray's own words about the clash
+    pids = [int(p) for p in (tmp_path / "state" / "pids").read_text().split()]
+    down = subprocess.run([ROOT / "cluster" / "local.sh", "down"], capture_output=True, text=True, timeout=60,
+                          env=env(**ports))
+    assert down.returncode == 0 and down.stdout.strip() == "Ray cluster down"
+    assert pgroups_alive(pids) == [] and not (tmp_path / "state").exists()
