@@ -41,6 +41,7 @@ class Hooks:
 
     rank = 0
     world_size = 1
+    gradient_sync: Optional[str] = None  # how DDP averages gradients: "local", a backend (gloo, nccl), None
 
     def prepare_model(self, model: nn.Module, device: torch.device) -> nn.Module:
         return model.to(device)
@@ -259,6 +260,7 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
     summary = _summary(spec, done, started, device.type, hooks.world_size, count_params(model),
                        torch.get_num_threads())
     summary["nodes"] = nodes
+    summary["gradient_sync"] = hooks.gradient_sync
     if hooks.rank == 0 and run:
         rundir.write_summary(run, summary)
     return summary

@@ -23,10 +23,11 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
-from . import loop, rundir, storage  # noqa: E402
+from . import localsync, loop, rundir, storage  # noqa: E402
 from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
+PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train passes it on to its controller
 FAULT_ENV = "RNNJOB_FAULT"  # "RANK:ITERATION": that rank exits once when it reaches that iteration
 FAULT_MARK = ".fault-injected"
 
@@ -60,13 +61,20 @@ class Fault:
 class RayHooks(loop.Hooks):
     """The loop's view of a Ray Train worker."""
 
-    def __init__(self, run: str, fault: Optional[Fault]):
+    def __init__(self, run: str, fault: Optional[Fault], local_sync: bool):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
-        self.run, self.fault = run, fault
+        self.run, self.fault, self.local_sync = run, fault, local_sync
 
     def prepare_model(self, model, device):
-        return ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
+        model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
+        if self.world_size > 1:
+            self.gradient_sync = dist.get_backend()
+            one_machine = len(set(self.nodes())) == 1
+            if self.local_sync and device.type == "cpu" and one_machine and \
+                    localsync.attach(model, self.rank, self.world_size):
+                self.gradient_sync = "local"
+        return model
 
     def prepare_loader(self, loader):
         # batches are moved by the loop itself; Ray only swaps in the DistributedSampler
@@ -126,7 +134,7 @@ def train_worker(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))  # the CPUs this worker was given, no more
     spec = specs.from_dict(config["spec"], "job")
     run = config["run"]
-    hooks = RayHooks(run, config["fault"])
+    hooks = RayHooks(run, config["fault"], spec.scaling.local_sync)
     loop.fit(spec, ray.train.torch.get_device(), run, hooks, started=config["started"])
 
 
@@ -184,6 +192,9 @@ def connect() -> tuple[bool, Optional[str]]:
     if connected and os.environ.get("RAY_ADDRESS"):
         _join(os.environ["RAY_ADDRESS"])
     elif connected:  # "local": a new Ray, even where `ray start` left one running (or its address file)
+        # nothing preempts one machine: no PreemptionWatcher actor (a process more to start on the job's
+        # cores, which also logs ray-project/ray#53727's error line at every start); a set value wins
+        os.environ.setdefault(PREEMPTION_ENV, "0")
         ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
     url = ray._private.worker.get_dashboard_url()  # the URL ray.init prints; public only on its return value
     return connected, f"http://{url}" if url else None

@@ -8,8 +8,8 @@
   which a new local Ray turns on for itself but a process joining a cluster does not. The token is
   taken where Ray's own CLI looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token;
 - have Ray Train's controller look at its workers every 0.5 s instead of 2 s: it notices that a
-  job is done only at its next look, so this takes a second or more off every job on an embedded Ray
-  (whose processes inherit this environment; a cluster that was joined keeps its own setting).
+  job is done only at its next look, so this takes a second or more off every job. Ray Train passes
+  this variable on to its controller, so it holds on a joined cluster too.
 """
 
 import ipaddress

@@ -76,6 +76,8 @@ class ScalingSpec:
     # null: a job on its own shares the cluster's CPUs among its workers; a grid's trials take 1 each
     cpus_per_worker: Optional[int] = _opt(None, "CPUs (and torch threads) per worker, or null",
                                           check=_positive, rule="a positive integer or null")
+    local_sync: bool = _opt(True, "CPU workers on one machine average gradients over a Unix socket "
+                            "instead of gloo (same numbers, less latency per step)")
 
 
 @dataclass(frozen=True)

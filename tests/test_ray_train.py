@@ -34,6 +34,7 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
     summary = rundir.read_summary(run)
     assert summary["workers"] == workers and summary["device"] == "cpu" and summary["iterations"] == 200
     assert summary["threads"] == 2 // workers  # a job alone shares the 2 CPUs among its workers
+    assert summary["gradient_sync"] == (None if workers == 1 else "local")  # both workers on this machine
     metrics = rundir.read_metrics(run)
     assert [m["iteration"] for m in metrics] == [50, 100, 150, 200]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
@@ -43,8 +44,9 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
 
 
 def test_a_model_trained_on_two_workers_loads_like_a_local_one(local_ray, short_job):
-    assert submit(short_job, "--workers", 2, "--iters", 50).exit_code == 0
+    assert submit(short_job, "--workers", 2, "--iters", 50, "--set", "scaling.local_sync=false").exit_code == 0
     run = short_job.parent / "runs" / "short"
+    assert rundir.read_summary(run)["gradient_sync"] == "gloo"  # as asked, although both share this machine
     state = rundir.load_model(run / rundir.MODEL)
     assert not any(k.startswith("module.") for k in state["model"])  # no DDP prefix
     result = CliRunner().invoke(app, ["eval", str(run), "--device", "cpu"])

@@ -51,6 +51,7 @@ def test_a_two_worker_job_runs_one_worker_per_node_into_shared_storage(two_nodes
     summary = rundir.read_summary(shared / "spread")
     assert summary["workers"] == 2 and summary["status"] == "completed"
     assert len(summary["nodes"]) == 2 and len(set(summary["nodes"])) == 2  # 1 CPU per node: one worker each
+    assert summary["gradient_sync"] == "gloo"  # the local socket is for workers of one machine only
     assert [m["iteration"] for m in rundir.read_metrics(shared / "spread")] == [20, 40]
 
 
