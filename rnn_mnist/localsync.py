@@ -56,7 +56,7 @@ class LocalAllReduce:
         if rank == 0:
             try:
                 return cls(rank, world_size, _accept(server, world_size - 1)) if announced[0] else None
-            finally:  # every other rank has connected: the socket file is no longer needed
+            finally:  # the others have connected (or this failed): the socket file is no longer needed
                 if server is not None:
                     server.close()
                 if folder:
