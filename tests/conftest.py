@@ -1,5 +1,6 @@
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ from rnn_mnist import data
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
+RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")  # the executable a user runs
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,5 @@
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 import yaml
@@ -9,7 +7,7 @@ from typer.testing import CliRunner
 
 from rnn_mnist import rundir
 from rnn_mnist.cli import app
-from tests.conftest import JOBS
+from tests.conftest import JOBS, RNNJOB
 
 runner = CliRunner()
 
@@ -172,9 +170,6 @@ def test_a_diverging_run_fails_in_one_line_and_says_so_in_its_summary(job_file):
     assert_one_line_error(result, 1, "training diverged: the loss was nan at iteration 10")
     summary = rundir.read_summary(job.parent / "runs" / "wild")
     assert summary["status"] == "failed" and "diverged" in summary["error"]
-
-
-RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")
 
 
 def test_the_rnnjob_executable_flushes_its_output_into_a_pipe_before_it_exits(job_file):

@@ -9,10 +9,9 @@ import sys
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import ROOT
+from tests.conftest import RNNJOB, ROOT
 
 pytestmark = pytest.mark.slow
-RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")
 
 
 def free_port() -> int:

@@ -1,7 +1,6 @@
 """The local gradient sync against gloo's, in real processes joined by a real gloo process group."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -10,12 +9,7 @@ import torch.multiprocessing as mp
 
 from rnn_mnist import localsync, loop, optim
 from rnn_mnist.model import RNNModel
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.test_cluster import free_port
 
 
 def _join(rank, world, port):
@@ -46,7 +40,7 @@ def _train(rank, world, port, local, out):
 
 
 def _run(target, world, *args):
-    mp.start_processes(target, args=(world, _free_port(), *args), nprocs=world, start_method="spawn")
+    mp.start_processes(target, args=(world, free_port(), *args), nprocs=world, start_method="spawn")
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -2,20 +2,18 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import JOBS
+from tests.conftest import JOBS, RNNJOB
 
 pytestmark = pytest.mark.slow
 
 
 def test_submit_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnist_root):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    rnnjob = os.path.join(os.path.dirname(sys.executable), "rnnjob")
-    done = subprocess.run([rnnjob, "submit", str(JOBS / "smoke.yaml"), "--out", str(tmp_path),
+    done = subprocess.run([RNNJOB, "submit", str(JOBS / "smoke.yaml"), "--out", str(tmp_path),
                            "--set", f"data.root={mnist_root}"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
