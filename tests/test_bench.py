@@ -1,5 +1,6 @@
 """`make bench-quick`: the benchmark harness end to end, one round of 300 iterations."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,11 +9,14 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.slow
+spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
 FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", "final_accuracy", "wall_ratio_to_a",
           "round_ratio_to_a"}
 
 
+@pytest.mark.slow
 def test_bench_quick_measures_all_four_variants_side_by_side(tmp_path, mnist_root):
     done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--rounds", "1", "--iters", "300",
                            "--first-seed", "4", "--results", tmp_path],
@@ -31,3 +35,32 @@ def test_bench_quick_measures_all_four_variants_side_by_side(tmp_path, mnist_roo
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"] and report["machine"]["ray"]
     for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(c) rnnjob submit --workers 1", str(written)):
         assert line in done.stdout
+    accuracies = " ".join(f"({v}) {report['runs'][v][0]['final_accuracy']:.2f}" for v in "abcd")
+    assert f"final accuracy per seed: {accuracies.replace(' (', '; (')}" in done.stdout
+    assert "targets not judged: they are set for 3000 iterations" in done.stdout and report["targets"] == []
+
+
+def medians(a_wall=100.0, a_acc=96.0, b_ratio=0.40, b_acc=95.5, b_peak_mib=667.0, c_ratio=0.91, d_wall=92.0):
+    return {"a": {"wall_seconds": a_wall, "final_accuracy": a_acc, "wall_ratio_to_a": 1.0},
+            "b": {"wall_seconds": b_ratio * a_wall, "wall_ratio_to_a": b_ratio, "final_accuracy": b_acc,
+                  "peak_rss_mb": b_peak_mib, "train_seconds": 4.0},
+            "c": {"wall_seconds": c_ratio * a_wall, "wall_ratio_to_a": c_ratio},
+            "d": {"wall_seconds": d_wall}}
+
+
+def test_targets_are_judged_inclusive_at_their_bounds():
+    met = {target: ok for target, _, ok in bench.verdicts(medians(), "cpu")}
+    assert met == {"(b) wall <= 0.40x (a)": True, "(b) accuracy >= (a) - 0.5": True, "(b) peak <= 0.7 GB": True,
+                   "(c) wall <= 0.90x (a)": False, "(d) wall <= (c)": False}
+
+
+def test_targets_fail_just_past_their_bounds():
+    judged = bench.verdicts(medians(b_ratio=0.41, b_acc=95.49, b_peak_mib=668.0, c_ratio=0.90, d_wall=90.0), "cpu")
+    assert [ok for _, _, ok in judged] == [False, False, False, True, True]
+    assert judged[1][1] == "95.49 vs 96.00" and judged[2][1] == "0.700 GB"
+
+
+def test_only_the_targets_of_variants_that_ran_are_judged():
+    only_cd = {k: v for k, v in medians().items() if k in "cd"}
+    assert [t for t, _, _ in bench.verdicts(only_cd, "cpu")] == ["(d) wall <= (c)"]
+    assert bench.verdicts(medians(), "cuda") == [("(b) training loop < 5 s", "4.00 s", True)]
