@@ -106,13 +106,16 @@ def measure(variant: str, iters: int, seed: int, device: str) -> dict:
 
 
 def machine(device: str) -> dict:
-    import ray
     import torch
+    try:  # (a) and (b) need no Ray: a GPU machine without it can still run them
+        import ray
+    except ImportError:
+        ray = None
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
     info = {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__, "device": device}
+            "torch": torch.__version__, "ray": ray and ray.__version__, "device": device}
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
