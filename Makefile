@@ -37,8 +37,9 @@ cluster-down:
 
 # rnnjob against the tutorial's own pipeline, side by side (see benchmarks/bench.py)
 BENCH_ROUNDS ?= 3
+BENCH_ACCURACY_SEEDS ?= 10
 bench: data
-	BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python benchmarks/bench.py
+	BENCH_ROUNDS=$(BENCH_ROUNDS) BENCH_ACCURACY_SEEDS=$(BENCH_ACCURACY_SEEDS) $(BIN)/python benchmarks/bench.py
 
 bench-quick: data
-	$(BIN)/python benchmarks/bench.py --rounds 1 --iters 300
+	$(BIN)/python benchmarks/bench.py --rounds 1 --accuracy-seeds 1 --iters 300
