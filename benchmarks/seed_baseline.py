@@ -78,6 +78,8 @@ def main():
             optimizer.step()
             it += 1
             if it % 500 == 0 or it == args.iters:
+                if device.type == "cuda":  # the steps queued on the GPU belong to the training time
+                    torch.cuda.synchronize(device)
                 eval_started = time.time()
                 model.eval()
                 correct = total = 0

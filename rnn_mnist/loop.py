@@ -249,6 +249,8 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
         if progress and done.iteration % PROGRESS_EVERY == 0:
             progress(done.iteration, loss.item())
         if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
+            if device.type == "cuda":  # the steps queued on the GPU belong to the training time
+                torch.cuda.synchronize(device)
             done.train_seconds += time.perf_counter() - clock
             record = _measure(model, loss, test, device, hooks, done.iteration)
             done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
