@@ -1,4 +1,5 @@
-"""`make bench-quick`: the benchmark harness end to end, one round of 300 iterations."""
+"""The benchmark harness: end to end with `make bench-quick`'s settings, the extra accuracy seeds, and how
+it judges the targets of issue 6."""
 
 import importlib.util
 import json
