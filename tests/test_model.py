@@ -135,17 +135,19 @@ spec = JobSpec(model=ModelSpec(layer_dim=2))
 model = loop.build_model(spec)
 optimizer = loop.build_optimizer(spec, model.parameters())
 x, y = torch.rand(100, 28, 28), torch.randint(0, 10, (100,))
-for _ in range(5):
+for _ in range(20):  # the heap grows to its working size over the first steps
     loop.train_step(model, x, y, torch.nn.CrossEntropyLoss(), optimizer)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(30):
+for _ in range(100):
     loop.train_step(model, x, y, torch.nn.CrossEntropyLoss(), optimizer)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 def test_keep_freed_memory_spares_each_step_its_page_faults():
-    # counted by the kernel, not timed: 30 steps of model C's shape in a fresh process, with and without
+    # counted by the kernel, not timed: 100 steps of model C's shape in a fresh process, with and without.
+    # Kept, a run still faults in a few tensor-sized blocks now and then (0-550 pages here over 100 steps,
+    # against 16k-47k without): 30 steps after 5 of warm-up once came within 3x
     faults = {mode: int(subprocess.run([sys.executable, "-c", STEPS_FAULTS, mode], capture_output=True, text=True,
                                        check=True, timeout=120).stdout) for mode in ("keep", "default")}
-    assert faults["keep"] < faults["default"] / 3, faults
+    assert faults["keep"] < faults["default"] / 5, faults
