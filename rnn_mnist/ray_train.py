@@ -65,6 +65,7 @@ class RayHooks(loop.Hooks):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.run, self.fault, self.local_sync = run, fault, local_sync
+        self._nodes: Optional[list] = None  # where the ranks run: fixed for the life of the workers
 
     def prepare_model(self, model, device):
         model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
@@ -93,12 +94,15 @@ class RayHooks(loop.Hooks):
             return rundir.load_model(d)
 
     def nodes(self):
-        mine = ray.get_runtime_context().get_node_id()
-        if self.world_size == 1:
-            return [mine]
-        everyone = [None] * self.world_size
-        dist.all_gather_object(everyone, mine)
-        return everyone
+        # gathered once: with several workers prepare_model asks (every rank), and so does the summary
+        if self._nodes is None:
+            mine = ray.get_runtime_context().get_node_id()
+            everyone = [mine]
+            if self.world_size > 1:
+                everyone = [None] * self.world_size
+                dist.all_gather_object(everyone, mine)
+            self._nodes = everyone
+        return self._nodes
 
     def after_step(self, iteration):
         fault = self.fault
