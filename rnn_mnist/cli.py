@@ -1,7 +1,6 @@
 """The `rnnjob` command line. Every error a user can cause ends as one line and an exit code:
 2 for bad input (a spec, a flag), 1 for a failure at run time. A traceback is a bug."""
 
-import atexit
 import contextlib
 import os
 import sys
@@ -13,60 +12,47 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, loop, report, rundir, storage
+from . import data, report, runs, storage
 from . import spec as specs
-from .errors import BadInput, RunFailed
-
-
-# typer may vendor its own click; take click's exception base from the class typer exports
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+from .errors import BadInput, Interrupted, RunFailed
 
 
 class _OneLineErrors(TyperGroup):
-    """click's usage errors as one line on stderr instead of a usage block and a panel."""
+    """Usage errors as one line on stderr instead of a usage block and a panel."""
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, standalone_mode=False, **extra)
         try:
             code = super().main(args, prog_name, standalone_mode=False, **extra)
-        except ClickException as e:
-            if type(e).__name__ == "NoArgsIsHelpError":
-                e.show()  # the help text itself
-            else:
-                where = e.ctx.command_path if getattr(e, "ctx", None) else "rnnjob"
-                typer.echo(f"{where}: {e.format_message()}", err=True)
+        except typer.TyperException as e:  # the usage errors of typer's click derive from it
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "rnnjob"
+            typer.echo(f"{where}: {e.format_message()}", err=True)
             sys.exit(e.exit_code)
         except typer.Abort:
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(cls=_OneLineErrors, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+def _help_without_a_command(ctx: typer.Context) -> None:
+    # a group called without a command shows its help, and exits 2 as click's no_args_is_help does
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+
+
+app = typer.Typer(cls=_OneLineErrors, add_completion=False, pretty_exceptions_enable=False,
                   help="Train recurrent networks on MNIST from YAML job specs, locally or on Ray.")
+app.callback(invoke_without_command=True)(_help_without_a_command)
 
 
 def entry() -> None:
-    """The `rnnjob` executable: the app, then a short way out of the process.
-
-    At a normal exit the CUDA build of torch runs its libraries' static destructors, which touch
-    about 130 MB of memory (more than training model C adds to the process) and take 0.3 s, to free
-    what the kernel frees anyway. So once the command is done: Python's exit handlers (Ray's
-    shutdown, logging), flushed output, and os._exit.
-    """
-    try:
-        app(prog_name="rnnjob")
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0  # _OneLineErrors exits with an int
-    atexit._run_exitfuncs()  # what a normal exit would run first: Ray's shutdown, logging's flush
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The `rnnjob` executable."""
+    app(prog_name="rnnjob")
 
 
-data_app = typer.Typer(no_args_is_help=True, help="The MNIST files.")
+data_app = typer.Typer(help="The MNIST files.")
+data_app.callback(invoke_without_command=True)(_help_without_a_command)
 app.add_typer(data_app, name="data")
 
 
@@ -83,13 +69,15 @@ def fail(message: str, code: int) -> None:
 
 @contextlib.contextmanager
 def user_errors():
-    """Bad input exits 2, a job that could not run or finish exits 1: one line each."""
+    """Bad input exits 2, a job that could not run or finish exits 1, Ctrl-C 130: one line each."""
     try:
         yield
     except BadInput as e:
         fail(str(e), 2)
     except RunFailed as e:
         fail(str(e), 1)
+    except Interrupted as e:
+        fail(str(e), 130)
 
 
 JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False)]
@@ -135,38 +123,10 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
         spec = specs.load_any(job, overrides(set_, iters, seed, out))
         if isinstance(spec, specs.Grid):
             raise BadInput(f"{job}: a grid runs its trials on Ray Tune: use `rnnjob submit {job}`")
-        dev = loop.resolve_device(device.value)
-        data.fetch(spec.data.root)
-        run_dir = rundir.create(spec.output.location, spec.name)
-        rundir.write_config(run_dir, spec)
-        typer.echo(f"run directory: {run_dir}  (model {spec.model.cell}/{spec.model.nonlinearity}, "
-                   f"{spec.model.layer_dim} layer(s), device {dev.type})")
-        try:
-            with _progress_bar(spec.train.iters) as progress:
-                summary = loop.fit(spec, dev, run_dir, started=started, progress=progress)
-        except KeyboardInterrupt:
-            rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "interrupted", None, started))
-            fail(f"interrupted; the last evaluated model is in {storage.join(run_dir, rundir.MODEL)}", 130)
-        except RunFailed as e:
-            rundir.write_summary(run_dir, loop.unfinished_summary(spec, run_dir, "failed", str(e), started))
-            raise
+        with _progress_bar(spec.train.iters) as progress:
+            run_dir, summary = runs.local(spec, device.value, typer.echo, progress, started)
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
                f"{summary['wall_seconds']:.1f} s -> {run_dir}")
-
-
-@contextlib.contextmanager
-def _ray():
-    """Ray for one command: joined or started, its dashboard named, and left as it was found."""
-    from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
-
-    connected, dashboard = ray_train.connect()
-    try:
-        if dashboard:
-            typer.echo(f"Ray dashboard: {dashboard}")
-        yield ray_train
-    finally:
-        if connected:
-            ray_train.disconnect()
 
 
 @app.command()
@@ -185,7 +145,6 @@ def submit(job: JobArg,
            pip: Annotated[Optional[list[str]], typer.Option(
                help="Jobs API: a package for the cluster to install into the job's runtime_env (repeatable).")] = None,
            python: Annotated[str, typer.Option(help="Jobs API: the cluster's interpreter for the job.")] = "python",
-           anchor: Annotated[Optional[Path], typer.Option(hidden=True)] = None,
            iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt = None, set_: SetOpt = None) -> None:
     """Train a job as a Ray Train job (DDP over WORKERS processes, CPUs or GPUs), or a grid on Ray Tune.
 
@@ -203,12 +162,12 @@ def submit(job: JobArg,
             return
         if address:
             os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
-        if anchor:
-            job_or_grid = specs.anchor(job_or_grid, anchor.expanduser())
         if isinstance(job_or_grid, specs.Grid):
             _submit_grid(job_or_grid, started, max_concurrent)
         else:
-            _submit_job(job_or_grid, started)
+            run_dir, summary = runs.on_ray(job_or_grid, typer.echo, started)
+            typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} "
+                       f"iterations on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
 
 
 def jobs_api_address(address: Optional[str]) -> Optional[str]:
@@ -243,40 +202,8 @@ def _submit_remote(address: str, job: Path, args: list[str], python: str, pip: l
     typer.echo(f"job {job_id} succeeded")
 
 
-def _submit_job(spec: specs.JobSpec, started: float) -> None:
-    from . import ray_train
-
-    ray_train.check_batch(spec)
-    fault = ray_train.Fault.from_env()
-    data.fetch(spec.data.root)
-    with _ray():
-        spec = ray_train.with_cpus(spec)
-        ray_train.cluster_check(spec)
-        ray_train.storage_check(spec)
-        run_dir = rundir.create(spec.output.location, spec.name)
-        rundir.write_config(run_dir, spec)
-        s = spec.scaling
-        typer.echo(f"run directory: {run_dir}  ({s.workers} worker(s) of {s.cpus_per_worker} CPU(s)"
-                   f"{' and 1 GPU' if s.gpu else ''})")
-        summary = ray_train.fit(spec, run_dir, started, fault)
-    typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations "
-               f"on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
-
-
 def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]) -> None:
-    from . import ray_train
-
-    for trial in grid.trials:
-        ray_train.check_batch(trial.spec)
-        data.fetch(trial.spec.data.root)
-    with _ray():
-        from . import grid as grids
-
-        grids.check(grid)
-        grid_dir = rundir.create(grid.output_dir, grid.name)
-        at_once = grids.concurrency(grid, max_concurrent)
-        typer.echo(f"grid directory: {grid_dir}  ({len(grid.trials)} trials, {at_once} at a time)")
-        summaries = grids.run(grid, grid_dir, started, at_once)
+    grid_dir, summaries = runs.grid(grid, typer.echo, max_concurrent, started)
     table, _ = report.rows(grid_dir)
     typer.echo(report.render(table, "table"))
     failed = [s for s in summaries if s["status"] == "failed"]
@@ -311,20 +238,9 @@ def eval_(model_path: Annotated[str, typer.Argument(
               help="A run directory or its model.pt (a path or a URI).", show_default=False)],
           device: Annotated[Device, typer.Option(help="Where to evaluate.")] = Device.auto) -> None:
     """Load a trained model and measure its accuracy on the 10k test images."""
-    if not storage.exists(model_path):
-        fail(f"{model_path}: no such run directory or model file", 2)
     with user_errors():
-        try:
-            state = rundir.load_model(model_path)
-        except Exception as e:  # a file that is not ours, or damaged: say so instead of a traceback
-            fail(f"{model_path}: cannot load: {str(e).splitlines()[0]}", 2)
-        spec = specs.from_dict(state["spec"], model_path)
-        dev = loop.resolve_device(device.value)
-        model = loop.build_model(spec)
-        model.load_state_dict(state["model"])
-        images, labels = data.load(spec.data.root, train=False)
-        correct = loop.evaluate(model.to(dev), images, labels, dev).item()
-    typer.echo(f"{model_path}: iteration {state['iteration']}, test accuracy {100.0 * correct / len(labels):.2f}%")
+        iteration, accuracy = runs.evaluate(model_path, device.value)
+    typer.echo(f"{model_path}: iteration {iteration}, test accuracy {accuracy:.2f}%")
 
 
 @data_app.command("fetch")

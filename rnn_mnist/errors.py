@@ -1,4 +1,4 @@
-"""The two kinds of failure a user can meet; the CLI turns them into exit codes 2 and 1."""
+"""The kinds of failure a user can meet; the CLI turns them into exit codes 2, 1 and 130."""
 
 
 class BadInput(ValueError):
@@ -7,3 +7,7 @@ class BadInput(ValueError):
 
 class RunFailed(RuntimeError):
     """Good input, but the job could not run or finish (exit 1); the message says why."""
+
+
+class Interrupted(Exception):
+    """The user stopped it (Ctrl-C): exit 130, as a shell reports SIGINT; the message says what was kept."""

@@ -15,7 +15,7 @@ from ray import tune  # noqa: E402
 from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
-from . import loop, ray_train, rundir, storage  # noqa: E402
+from . import ray_train, rundir  # noqa: E402
 from . import spec as specs  # noqa: E402
 
 
@@ -23,7 +23,7 @@ def _trial(config: dict) -> None:
     """What Tune runs for one trial: the trial's own TorchTrainer."""
     t = config["trial"]
     spec = specs.from_dict(t["spec"], t["name"])
-    ray_train.trainer(spec, t["run"], t["started"], callbacks=[TuneReportCallback()]).fit()
+    ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()]).fit()
 
 
 def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
@@ -37,14 +37,6 @@ def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
     return max(1, min(wanted, fits, len(grid.trials)))
 
 
-def check(grid: specs.Grid) -> None:
-    """Every trial must fit the cluster on its own, or Tune would wait for it forever.
-    (Whether each trial's batch splits over its workers is checked before Ray starts.)"""
-    for trial in grid.trials:
-        ray_train.cluster_check(trial.spec)
-        ray_train.storage_check(trial.spec)
-
-
 def _scheduler(grid: specs.Grid):
     t = grid.tune
     if t.scheduler != "asha":
@@ -55,40 +47,27 @@ def _scheduler(grid: specs.Grid):
                          max_t=evaluations, grace_period=min(t.grace_period, evaluations))
 
 
-def run(grid: specs.Grid, grid_dir: str, started: float, at_once: int) -> list[dict]:
-    """Run every trial into `<grid_dir>/<trial name>/`; returns their summaries, failed and stopped ones too."""
-    runs = {}
-    for trial in grid.trials:
-        runs[trial.name] = storage.join(grid_dir, trial.name)
-        storage.make_new_dir(runs[trial.name])
-        rundir.write_config(runs[trial.name], trial.spec)
-    # trial functions run in folders of Ray's: no path may depend on the working folder
-    space = [{"name": t.name, "spec": specs.anchor(t.spec).to_dict(),
-              "run": storage.absolute(runs[t.name]), "started": started} for t in grid.trials]
+def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int) -> dict:
+    """Run every trial into its run directory (runs: trial name -> directory below grid_dir, made
+    already); Tune's own files go to <grid_dir>/tune.
+    Returns trial name -> (status, error): completed, failed, or stopped early by ASHA."""
+    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name]} for t in grid.trials]
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space={"trial": tune.grid_search(space)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=at_once,
-                                    scheduler=_scheduler(grid)),
-        run_config=tune.RunConfig(name="tune", storage_path=storage.absolute(grid_dir), verbose=0,
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once, scheduler=_scheduler(grid)),
+        run_config=tune.RunConfig(name="tune", storage_path=grid_dir, verbose=0,
                                   failure_config=tune.FailureConfig(fail_fast=False)),
     )
-    trials = {t.name: t for t in grid.trials}
-    summaries = []
+    iters = {t.name: t.spec.train.iters for t in grid.trials}
+    outcomes = {}
     for result in tuner.fit():
         name = result.config["trial"]["name"]
-        summaries.append(_outcome(trials[name], runs[name], result, started))
-    return summaries
+        if result.error:
+            outcomes[name] = ("failed", str(result.error).strip().splitlines()[-1])
+        elif rundir.last_iteration(runs[name]) < iters[name]:
+            outcomes[name] = ("stopped", "stopped early by the asha scheduler")
+        else:
+            outcomes[name] = ("completed", None)
+    return outcomes
 
-
-def _outcome(trial: specs.Trial, run: str, result, started: float) -> dict:
-    """A trial's summary: rank 0 wrote it if the trial finished; else it failed, or ASHA stopped it."""
-    if rundir.has_summary(run):
-        return rundir.read_summary(run)
-    if result.error:
-        status, error = "failed", str(result.error).strip().splitlines()[-1]
-    else:
-        status, error = "stopped", "stopped early by the asha scheduler"
-    summary = loop.unfinished_summary(trial.spec, run, status, error, started)
-    rundir.write_summary(run, summary)
-    return summary

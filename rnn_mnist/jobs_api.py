@@ -20,6 +20,7 @@ from . import rayenv  # (before ray: settings Ray reads at import)
 import ray.exceptions  # noqa: E402
 from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
 
+from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -94,11 +95,8 @@ def stage(job: Path) -> tuple[str, str]:
 
 
 def entrypoint(job_in_stage: str, args: list[str], python: str) -> str:
-    """The command the head runs: the same `rnnjob submit`, joining the cluster it runs on.
-
-    The job's working_dir is temporary, so relative paths are anchored in CLUSTER_HOME instead."""
-    return shlex.join([python, "-m", "rnn_mnist", "submit", job_in_stage, "--address", "auto",
-                       "--anchor", CLUSTER_HOME, *args])
+    """The command the head runs: the same `rnnjob submit`, joining the cluster it runs on."""
+    return shlex.join([python, "-m", "rnn_mnist", "submit", job_in_stage, "--address", "auto", *args])
 
 
 def submit(address: str, job: Path, args: list[str], python: str, pip: list[str]) -> str:
@@ -107,6 +105,8 @@ def submit(address: str, job: Path, args: list[str], python: str, pip: list[str]
     folder, job_in_stage = stage(job)
     try:
         env = {k: v for k, v in os.environ.items() if k.startswith("RNNJOB_")}
+        # the job's working_dir is temporary: its relative paths (data, runs) start in CLUSTER_HOME
+        env[specs.HOME_ENV] = CLUSTER_HOME
         runtime_env = {"working_dir": folder, "env_vars": env}
         if pip:
             runtime_env["pip"] = pip

@@ -6,7 +6,6 @@ What differs between one local process and a Ray worker (DDP wrapping, the
 distributed sampler, summing across workers, checkpoints) comes in as `Hooks`.
 """
 
-import ctypes
 import math
 import socket
 import sys
@@ -17,9 +16,9 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from . import data, optim, rundir
-from .model import RNNModel, count_params
+from . import data, kernels, rundir
 from .errors import BadInput, RunFailed
+from .model import count_params
 from .spec import JobSpec
 
 PROGRESS_EVERY = 10  # iterations between progress-bar updates (each reads the loss back to the host)
@@ -41,7 +40,10 @@ class Hooks:
 
     rank = 0
     world_size = 1
-    gradient_sync: Optional[str] = None  # how DDP averages gradients: "local", a backend (gloo, nccl), None
+    gradient_sync: Optional[str] = None  # the DDP backend that averages gradients (gloo, nccl), None for one
+
+    def __init__(self, saved: Optional[dict] = None):
+        self.saved = saved  # a checkpoint's state to carry on from (rnnjob resume)
 
     def prepare_model(self, model: nn.Module, device: torch.device) -> nn.Module:
         return model.to(device)
@@ -54,11 +56,11 @@ class Hooks:
         return tensor
 
     def resume(self) -> Optional[dict]:
-        """The state saved by the latest checkpoint of this job, if it is being restarted."""
-        return None
+        """The state of the checkpoint this job carries on from, if any."""
+        return self.saved
 
     def nodes(self) -> list:
-        """Where each rank ran, in rank order (a collective: every worker calls it)."""
+        """Where each rank runs, in rank order (a collective: every worker calls it)."""
         return [socket.gethostname()]
 
     def after_step(self, iteration: int) -> None:
@@ -68,16 +70,17 @@ class Hooks:
         """Called on every worker after each evaluation; state only on rank 0."""
 
 
-def build_model(spec: JobSpec) -> RNNModel:
+def build_model(spec: JobSpec, device_type: str = "cpu") -> nn.Module:
     m = spec.model
-    return RNNModel(28, m.hidden_dim, m.layer_dim, 10, nonlinearity=m.nonlinearity, cell=m.cell)
+    cls = kernels.model_class(m.cell, m.kernel, device_type)
+    return cls(28, m.hidden_dim, m.layer_dim, 10, nonlinearity=m.nonlinearity, cell=m.cell)
 
 
-def build_optimizer(spec: JobSpec, params):
+def build_optimizer(spec: JobSpec, params) -> torch.optim.Optimizer:
     t = spec.train
     if t.optimizer == "adam":
-        return optim.Adam(params, lr=t.lr)
-    return optim.SGD(params, lr=t.lr, momentum=t.momentum)
+        return torch.optim.Adam(params, lr=t.lr)
+    return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,22 +89,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda: no CUDA device is available on this machine")
     return torch.device(name)
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep freed blocks for reuse instead of handing them back to the kernel.
-
-    Every CPU step allocates and frees the same megabyte-sized tensors. By default glibc returns
-    blocks of that size to the kernel on free, and each new one faults its pages in again: about a
-    tenth of a step's time here. Fixed thresholds keep them in the heap (about 15 MB more at the peak).
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 256 << 20)
 
 
 def lr_at(spec: JobSpec, iteration: int) -> float:
@@ -118,7 +105,7 @@ def train_step(model, images, labels, criterion, optimizer, grad_clip=None) -> t
     loss = criterion(model(images), labels)  # images: (batch, 28, 28) -> logits (batch, 10)
     loss.backward()
     if grad_clip:
-        optim.clip_grad_norm_(model.parameters(), grad_clip)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     return loss.detach()
 
@@ -172,9 +159,9 @@ class Progress:
 
 
 def _restore(spec: JobSpec, device, hooks: Hooks):
-    """Model, optimizer and progress: fresh, or from the checkpoint of a restarted job."""
+    """Model, optimizer and progress: fresh, or from the checkpoint the job carries on from."""
     torch.manual_seed(spec.train.seed)
-    model = build_model(spec)
+    model = build_model(spec, device.type)
     saved = hooks.resume()
     if saved:
         model.load_state_dict(saved["model"])
@@ -208,28 +195,33 @@ def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
     return {"loss": mean_loss, "accuracy": 100.0 * correct.item() / len(labels)}
 
 
-def _checkpoint(spec, model, optimizer, progress: Progress, run: Optional[str], hooks: Hooks) -> None:
+def _checkpoint(spec, model, optimizer, progress: Progress, setup: dict, run: Optional[str], hooks: Hooks) -> None:
     record, state = progress.history[-1], None
     if hooks.rank == 0:
         say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
         # unwrapped: the file loads the same whatever the worker count
         state = {"spec": spec.to_dict(), "model": _unwrapped(model).state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": torch.get_rng_state(), **asdict(progress)}
+                 "rng": torch.get_rng_state(), "setup": setup, **asdict(progress)}
         if run:
             rundir.write_metrics(run, progress.history)
             rundir.save_model(run, state)
     hooks.report(record, state)
 
 
-def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: Hooks = None,
-        progress: Optional[Callable[[int, float], None]] = None, started: Optional[float] = None) -> dict:
-    """Train spec's model for exactly spec.train.iters steps; rank 0 writes `run` and returns its summary."""
+def _setup(model, device, hooks: Hooks) -> dict:
+    """Where and how this job trains, for its summary (the same on every rank)."""
+    return {"device": device.type, "workers": hooks.world_size, "threads": torch.get_num_threads(),
+            "params": count_params(model), "nodes": hooks.nodes(), "gradient_sync": hooks.gradient_sync}
+
+
+def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: Optional[Hooks] = None,
+        progress: Optional[Callable[[int, float], None]] = None) -> Progress:
+    """Train spec's model to exactly spec.train.iters steps; rank 0 writes metrics.jsonl and model.pt
+    into `run` at every evaluation. Returns where it stands at the end."""
     hooks = hooks or Hooks()
-    started = started or time.time()
     t = spec.train
-    if device.type == "cpu":
-        keep_freed_memory()
     model, optimizer, done = _restore(spec, device, hooks)
+    setup = _setup(model, device, hooks)
     train = data.load(spec.data.root, train=True, log=say)
     test = data.load(spec.data.root, train=False, log=say)
     loader = hooks.prepare_loader(data.train_loader(*train, t.batch_size // hooks.world_size, t.seed))
@@ -242,7 +234,8 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
     while done.iteration < t.iters:
         images, labels = next(stream)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        optimizer.lr = lr_at(spec, done.iteration)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(spec, done.iteration)
         loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
         done.iteration += 1
         hooks.after_step(done.iteration)
@@ -255,46 +248,6 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: H
             record = _measure(model, loss, test, device, hooks, done.iteration)
             done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
             done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
-            _checkpoint(spec, model, optimizer, done, run, hooks)
+            _checkpoint(spec, model, optimizer, done, setup, run, hooks)
             clock = time.perf_counter()
-
-    nodes = hooks.nodes()
-    summary = _summary(spec, done, started, device.type, hooks.world_size, count_params(model),
-                       torch.get_num_threads())
-    summary["nodes"] = nodes
-    summary["gradient_sync"] = hooks.gradient_sync
-    if hooks.rank == 0 and run:
-        rundir.write_summary(run, summary)
-    return summary
-
-
-def _summary(spec, done: Progress, started: float, device: str, workers: int, params: int,
-             threads: Optional[int], status="completed", error=None) -> dict:
-    last = done.history[-1] if done.history else {}
-    summary = {
-        "name": spec.name,
-        "status": status,
-        "iterations": done.iteration,
-        "final_accuracy": last.get("accuracy"),
-        "final_loss": last.get("loss"),
-        "best_accuracy": max((r["accuracy"] for r in done.history), default=None),
-        "wall_seconds": round(time.time() - started, 3),
-        "train_seconds": round(done.train_seconds, 3),
-        "device": device,
-        "workers": workers,
-        "threads": threads,  # per worker
-        "params": params,
-        "restarts": done.restarts,
-    }
-    if error:
-        summary["error"] = error
-    return summary
-
-
-def unfinished_summary(spec: JobSpec, run: str, status: str, error: Optional[str], started: float) -> dict:
-    """The summary of a job that failed or was stopped, from what its run directory holds."""
-    history = rundir.read_metrics(run)
-    done = Progress(iteration=history[-1]["iteration"] if history else 0, history=history)
-    device = "cuda" if spec.scaling.gpu else "cpu"
-    return _summary(spec, done, started, device, spec.scaling.workers, count_params(build_model(spec)),
-                    None, status, error)
+    return done

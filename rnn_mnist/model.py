@@ -2,8 +2,6 @@
 
 from torch import nn
 
-from . import cpu_rnn
-
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
@@ -23,13 +21,12 @@ class RNNModel(nn.Module):
         self.fc = nn.Linear(hidden_dim, output_dim)
 
     def forward(self, x):
-        # x: (batch, seq=28, input=28); the hidden state starts at zero (torch's default)
-        if isinstance(self.rnn, nn.RNN) and x.device.type == "cpu":
-            last = cpu_rnn.last_hidden(self.rnn, x)  # the same math in fewer CPU operations
-        else:
-            out, _ = self.rnn(x)  # (batch, seq, hidden); cuDNN on a GPU
-            last = out[:, -1, :]  # (batch, hidden)
-        return self.fc(last)  # (batch, output)
+        # x: (batch, seq=28, input=28)
+        return self.fc(self.last_hidden(x))  # (batch, output)
+
+    def last_hidden(self, x):
+        out, _ = self.rnn(x)  # (batch, seq, hidden); the hidden state starts at zero (torch's default)
+        return out[:, -1, :]  # (batch, hidden): the top layer after the last row
 
 
 def count_params(model: nn.Module) -> int:

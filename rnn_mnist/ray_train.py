@@ -19,11 +19,11 @@ from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
 
 import ray  # noqa: E402
 import ray.train  # noqa: E402
-import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
-from . import localsync, loop, rundir, storage  # noqa: E402
+from . import loop, rundir, storage  # noqa: E402
+from .kernels import process  # noqa: E402
 from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
@@ -61,20 +61,16 @@ class Fault:
 class RayHooks(loop.Hooks):
     """The loop's view of a Ray Train worker."""
 
-    def __init__(self, run: str, fault: Optional[Fault], local_sync: bool):
+    def __init__(self, run: str, fault: Optional[Fault]):
+        super().__init__()
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
-        self.run, self.fault, self.local_sync = run, fault, local_sync
-        self._nodes: Optional[list] = None  # where the ranks run: fixed for the life of the workers
+        self.run, self.fault = run, fault
 
     def prepare_model(self, model, device):
         model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
         if self.world_size > 1:
-            self.gradient_sync = dist.get_backend()
-            one_machine = len(set(self.nodes())) == 1
-            if self.local_sync and device.type == "cpu" and one_machine and \
-                    localsync.attach(model, self.rank, self.world_size):
-                self.gradient_sync = "local"
+            self.gradient_sync = dist.get_backend()  # gloo on CPUs, nccl on GPUs
         return model
 
     def prepare_loader(self, loader):
@@ -94,15 +90,12 @@ class RayHooks(loop.Hooks):
             return rundir.load_model(d)
 
     def nodes(self):
-        # gathered once: with several workers prepare_model asks (every rank), and so does the summary
-        if self._nodes is None:
-            mine = ray.get_runtime_context().get_node_id()
-            everyone = [mine]
-            if self.world_size > 1:
-                everyone = [None] * self.world_size
-                dist.all_gather_object(everyone, mine)
-            self._nodes = everyone
-        return self._nodes
+        mine = ray.get_runtime_context().get_node_id()
+        if self.world_size == 1:
+            return [mine]
+        everyone = [None] * self.world_size
+        dist.all_gather_object(everyone, mine)
+        return everyone
 
     def after_step(self, iteration):
         fault = self.fault
@@ -123,23 +116,17 @@ class RayHooks(loop.Hooks):
             ray.train.report(record, checkpoint=checkpoint)
 
 
-def _quiet_report_lines() -> None:
-    # Ray Train logs each report at INFO on the console, under a logger named after its source
-    # file; the loop already prints the tutorial's line for each evaluation
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
-
-
 def train_worker(config: dict) -> None:
     """What each Ray Train worker runs."""
-    _quiet_report_lines()
+    # Ray Train 2.60 logs every report at INFO under a logger named after its source file, which
+    # LoggingConfig does not reach; it takes its level from the root logger. The loop prints the
+    # tutorial's line for each evaluation already.
+    logging.getLogger().setLevel(logging.WARNING)
+    device = ray.train.torch.get_device()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))  # the CPUs this worker was given, no more
+    process.tune(device.type, threads=max(1, int(cpus)))  # the CPUs this worker was given, no more
     spec = specs.from_dict(config["spec"], "job")
-    run = config["run"]
-    hooks = RayHooks(run, config["fault"], spec.scaling.local_sync)
-    loop.fit(spec, ray.train.torch.get_device(), run, hooks, started=config["started"])
+    loop.fit(spec, device, config["run"], RayHooks(config["run"], config["fault"]))
 
 
 def with_cpus(spec: specs.JobSpec) -> specs.JobSpec:
@@ -157,8 +144,9 @@ def cpus_each(scaling: specs.ScalingSpec) -> int:
     return scaling.cpus_per_worker or 1
 
 
-def cluster_check(spec: specs.JobSpec) -> None:
-    """Refuse a job the cluster can never place, instead of letting Ray wait forever."""
+def check_fits(spec: specs.JobSpec) -> None:
+    """Refuse a job the cluster can never place, instead of letting Ray wait forever, and a run
+    directory on one node's disk when several nodes may write to it."""
     have = ray.cluster_resources()
     s = spec.scaling
     cpus = cpus_each(s)
@@ -169,10 +157,6 @@ def cluster_check(spec: specs.JobSpec) -> None:
     if want_cpu > have.get("CPU", 0):
         raise ClusterTooSmall(f"scaling: asked for {s.workers} worker(s) of {cpus} CPU(s) each, the cluster has "
                               f"{int(have.get('CPU', 0))} CPU(s)")
-
-
-def storage_check(spec: specs.JobSpec) -> None:
-    """On several nodes, run files must go where every node and the driver can reach them."""
     nodes = [n for n in ray.nodes() if n["Alive"]]
     if len(nodes) > 1 and not spec.output.storage:
         raise BadInput(f"output.storage: this cluster has {len(nodes)} nodes, and output.dir ({spec.output.dir}) "
@@ -186,25 +170,31 @@ def check_batch(spec: specs.JobSpec) -> None:
         raise specs.SpecError(f"train.batch_size: {b} does not split evenly over {w} workers")
 
 
-def connect() -> tuple[bool, Optional[str]]:
-    """Join the Ray named by $RAY_ADDRESS, or start an embedded one for this job.
-
-    Returns (whether this call connected, so must disconnect; the dashboard URL if any).
-    A process already connected (a notebook, a test fixture) keeps its connection.
-    """
-    connected = not ray.is_initialized()
-    if connected and os.environ.get("RAY_ADDRESS"):
-        _join(os.environ["RAY_ADDRESS"])
-    elif connected:  # "local": a new Ray, even where `ray start` left one running (or its address file)
+@contextlib.contextmanager
+def session(echo):
+    """Ray for one command: the cluster in $RAY_ADDRESS joined, or an embedded Ray started (and
+    stopped after); its dashboard named. A process already connected (a notebook, a test fixture)
+    keeps its connection as it was."""
+    if ray.is_initialized():
+        yield
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        context = _join(os.environ["RAY_ADDRESS"])
+    else:  # "local": a new Ray, even where `ray start` left one running (or its address file)
         # nothing preempts one machine: no PreemptionWatcher actor (a process more to start on the job's
         # cores, which also logs ray-project/ray#53727's error line at every start); a set value wins
         os.environ.setdefault(PREEMPTION_ENV, "0")
-        ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
-    url = ray._private.worker.get_dashboard_url()  # the URL ray.init prints; public only on its return value
-    return connected, f"http://{url}" if url else None
+        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                           configure_logging=False)
+    try:
+        if context.dashboard_url:
+            echo(f"Ray dashboard: http://{context.dashboard_url}")
+        yield
+    finally:
+        ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
 
 
-def _join(address: str) -> None:
+def _join(address: str):
     """ray.init on an existing cluster, failing in one line instead of retrying for minutes."""
     gcs = rayenv.gcs_address(address)
     if gcs is None:
@@ -218,7 +208,7 @@ def _join(address: str) -> None:
     # Ray's C++ client logs every failed retry on fd 2; keep that for the case it connects
     with tempfile.TemporaryFile("w+") as log, _fd2_to(log):
         try:
-            ray.init(configure_logging=False)
+            context = ray.init(configure_logging=False)
             failure = None
         except (ConnectionError, RuntimeError) as e:  # AuthenticationError is a RuntimeError
             failure = e
@@ -226,10 +216,10 @@ def _join(address: str) -> None:
         said = log.read()
     if failure is None:
         sys.stderr.write(said)
-    elif "InvalidAuthToken" in said or "uthentication" in str(failure):
+        return context
+    if "InvalidAuthToken" in said or "uthentication" in str(failure):
         raise rayenv.token_rejected(gcs)
-    else:
-        raise RunFailed(f"cannot join the Ray cluster at {gcs}: {str(failure).splitlines()[0]}")
+    raise RunFailed(f"cannot join the Ray cluster at {gcs}: {str(failure).splitlines()[0]}")
 
 
 @contextlib.contextmanager
@@ -244,27 +234,19 @@ def _fd2_to(file):
         os.close(saved)
 
 
-def disconnect() -> None:
-    ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
-
-
 def _per_worker(scaling: specs.ScalingSpec) -> dict:
     return {"CPU": cpus_each(scaling), **({"GPU": 1} if scaling.gpu else {})}
 
 
-def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None,
-            callbacks=()) -> TorchTrainer:
-    """The TorchTrainer for one job; its Ray storage is `<run>/ray`."""
+def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callbacks=()) -> TorchTrainer:
+    """The TorchTrainer for one job (its paths resolved already); its Ray storage is `<run>/ray`."""
     return TorchTrainer(
         train_worker,
-        # Train workers run in a folder of Ray's: their paths must not depend on the working folder
-        train_loop_config={"spec": specs.anchor(spec).to_dict(), "run": storage.absolute(run),
-                           "started": started,
-                           "fault": fault},
+        train_loop_config={"spec": spec.to_dict(), "run": run, "fault": fault},
         scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,
                                                resources_per_worker=_per_worker(spec.scaling)),
         run_config=ray.train.RunConfig(
-            name="ray", storage_path=storage.absolute(run),
+            name="ray", storage_path=run,
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -272,15 +254,11 @@ def trainer(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault
     )
 
 
-def fit(spec: specs.JobSpec, run: str, started: float, fault: Optional[Fault] = None) -> dict:
-    """Run one job on the connected Ray cluster; rank 0 writes the run directory. Returns the summary.
+def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None) -> None:
+    """Run one job on the connected Ray cluster; rank 0 writes metrics and checkpoints into `run`.
 
-    The caller checks first (check_batch, cluster_check, storage_check), before it makes the run directory.
-    """
+    The caller checks first (check_batch, check_fits), before it makes the run directory."""
     try:
-        trainer(spec, run, started, fault).fit()
+        trainer(spec, run, fault).fit()
     except ray.train.TrainingFailedError as e:
-        error = f"training failed: {str(e).strip().splitlines()[-1]}"
-        rundir.write_summary(run, loop.unfinished_summary(spec, run, "failed", error, started))
-        raise TrainingFailed(error) from None
-    return rundir.read_summary(run)
+        raise TrainingFailed(f"training failed: {str(e).strip().splitlines()[-1]}") from None

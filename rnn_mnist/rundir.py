@@ -12,14 +12,18 @@ or a crash, never sees half a file.
 
 import io
 import json
+import time
+from typing import Optional
 
 import torch
 
 from . import spec as specs
 from . import storage
+from .model import RNNModel, count_params
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
-FORMAT = "rnnjob-model/1"
+FORMAT = "rnnjob-model/2"  # /2: the optimizer's state is torch.optim's own state_dict
+READABLE = {FORMAT, "rnnjob-model/1"}  # /1's weights still load (rnnjob eval)
 
 
 def create(out_dir, name: str) -> str:
@@ -52,12 +56,51 @@ def read_metrics(run) -> list[dict]:
     return [json.loads(line) for line in storage.read_bytes(where).decode().splitlines() if line.strip()]
 
 
-def write_summary(run, summary: dict) -> None:
+def finish(run, spec: specs.JobSpec, status: str, started: float, error: Optional[str] = None,
+           device: Optional[str] = None) -> dict:
+    """Write the run's summary.json from what its directory holds (the last model.pt, else the
+    metrics), for every outcome: completed, failed, interrupted, stopped. The one summary writer.
+
+    device: where it trained, for a run that failed before its first checkpoint said so."""
+    state = load_model(run) if storage.exists(storage.join(run, MODEL)) else {}
+    history = state.get("history") or read_metrics(run)
+    setup = state.get("setup") or {
+        "device": device or ("cuda" if spec.scaling.gpu else "cpu"), "workers": spec.scaling.workers,
+        "threads": None, "nodes": None, "gradient_sync": None,
+        "params": count_params(RNNModel(28, spec.model.hidden_dim, spec.model.layer_dim, 10,
+                                        spec.model.nonlinearity, spec.model.cell))}
+    last = history[-1] if history else {}
+    summary = {
+        "name": spec.name,
+        "status": status,
+        "iterations": state.get("iteration", last.get("iteration", 0)),
+        "final_accuracy": last.get("accuracy"),
+        "final_loss": last.get("loss"),
+        "best_accuracy": max((r["accuracy"] for r in history), default=None),
+        "wall_seconds": round(time.time() - started, 3),
+        "train_seconds": round(state.get("train_seconds", 0.0), 3),
+        "device": setup["device"],
+        "workers": setup["workers"],
+        "threads": setup["threads"],  # per worker
+        "params": setup["params"],
+        "restarts": state.get("restarts", 0),
+        "nodes": setup["nodes"],
+        "gradient_sync": setup["gradient_sync"],
+    }
+    if error:
+        summary["error"] = error
     storage.write_bytes(storage.join(run, SUMMARY), (json.dumps(summary, indent=2) + "\n").encode())
+    return summary
 
 
 def read_summary(run) -> dict:
     return json.loads(storage.read_bytes(storage.join(run, SUMMARY)))
+
+
+def last_iteration(run) -> int:
+    """The iteration of the run's last evaluation (its last checkpoint), 0 if none."""
+    history = read_metrics(run)
+    return history[-1]["iteration"] if history else 0
 
 
 def has_summary(run) -> bool:
@@ -75,6 +118,6 @@ def load_model(path) -> dict:
     if storage.is_dir(path):
         path = storage.join(path, MODEL)
     state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise ValueError(f"{path}: not an rnnjob model file")
     return state

@@ -8,6 +8,7 @@ number, got 'fast'`.
 import copy
 import dataclasses
 import itertools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ class ModelSpec:
     nonlinearity: str = _opt("tanh", "rnn cell only: relu or tanh", choices=("relu", "tanh"))
     hidden_dim: int = _opt(100, "units per recurrent layer", check=_positive, rule="a positive integer")
     layer_dim: int = _opt(1, "stacked recurrent layers", check=_positive, rule="a positive integer")
+    # the same parameters either way; the kernel changes float rounding and speed only
+    kernel: str = _opt("auto", "auto: rnnjob's CPU kernel for the rnn cell on a CPU (rnn_mnist/kernels), "
+                       "else torch's; torch: torch's own layers everywhere", choices=("auto", "torch"))
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,6 @@ class ScalingSpec:
     # null: a job on its own shares the cluster's CPUs among its workers; a grid's trials take 1 each
     cpus_per_worker: Optional[int] = _opt(None, "CPUs (and torch threads) per worker, or null",
                                           check=_positive, rule="a positive integer or null")
-    local_sync: bool = _opt(True, "CPU workers on one machine average gradients over a Unix socket "
-                            "instead of gloo (same numbers, less latency per step)")
 
 
 @dataclass(frozen=True)
@@ -154,11 +156,16 @@ def _coerce(value, ftype, rule, where):
     raise SpecError(f"{where}: expected {rule or _type_name(base)}, got {value!r}")
 
 
+# fields an older rnnjob wrote into run directories: still read, and ignored
+RETIRED = {"scaling.local_sync"}
+
+
 def _build(cls, raw, path, source):
     if not isinstance(raw, dict):
         where = f"{source}: {path}" if path else source
         raise SpecError(f"{where}: expected a mapping of fields, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    raw = {k: v for k, v in raw.items() if f"{path}.{k}" not in RETIRED}
     for key in raw:
         if key not in fields:
             dotted = f"{path}.{key}" if path else str(key)
@@ -361,23 +368,28 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
     return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location)
 
 
-def _anchored(spec: JobSpec, base: Optional[Path]) -> JobSpec:
+HOME_ENV = "RNNJOB_HOME"  # where relative data and output paths start; default: the working folder
+
+
+def _resolved_spec(spec: JobSpec, base: Path) -> JobSpec:
     def at(place):
-        if place is None or storage.is_uri(place) or Path(place).is_absolute():
-            return place  # no need to ask for the working folder (a job driver's may be gone)
-        return str(base / place) if base else str(Path(place).resolve())
+        if place is None or storage.is_uri(place):
+            return place
+        return str((base / Path(place).expanduser()).resolve())
 
     return dataclasses.replace(
         spec, data=dataclasses.replace(spec.data, root=at(spec.data.root)),
         output=dataclasses.replace(spec.output, dir=at(spec.output.dir), storage=at(spec.output.storage)))
 
 
-def anchor(job, base: Optional[Path] = None):
-    """The job (a JobSpec or a Grid) with its relative data and output paths taken from base
-    (None: the working folder), so that no path depends on the folder a process runs in."""
+def resolved(job):
+    """The job (a JobSpec or a Grid) with absolute data and output paths, taken from $RNNJOB_HOME or
+    else the working folder: the one place relative paths are read, so that no Ray worker (which runs
+    in a folder of Ray's), nor a later `rnnjob resume` from elsewhere, depends on where it runs."""
+    base = Path(os.environ.get(HOME_ENV) or ".").expanduser()
     if isinstance(job, JobSpec):
-        return _anchored(job, base)
-    trials = tuple(Trial(t.name, _anchored(t.spec, base)) for t in job.trials)
+        return _resolved_spec(job, base)
+    trials = tuple(Trial(t.name, _resolved_spec(t.spec, base)) for t in job.trials)
     return dataclasses.replace(job, trials=trials, output_dir=trials[0].spec.output.location)
 
 

@@ -24,11 +24,6 @@ def _fs(location):
     return _pafs().LocalFileSystem(), str(Path(location).resolve())
 
 
-def absolute(location) -> str:
-    """The same place, named so that any process (a Ray worker in another folder) finds it."""
-    return str(location) if is_uri(location) else str(Path(location).resolve())
-
-
 def join(location, *names) -> str:
     if is_uri(location):
         return posixpath.join(str(location), *names)

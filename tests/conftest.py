@@ -1,15 +1,22 @@
+"""What several test modules share: the real data, job files, a Ray per module, the CLI, clean processes."""
+
 import os
 import re
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from rnn_mnist import data
+from rnn_mnist.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
 RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")  # the executable a user runs
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 
 @pytest.fixture(scope="session")
@@ -20,19 +27,22 @@ def mnist_root() -> Path:
     return root
 
 
+def job_text(mnist_root, out, name="tiny", iters=20, eval_every=10, hidden=16, extra="") -> str:
+    """A small job spec on the real data, writing below `out`: a few seconds of training."""
+    return (f"name: {name}\n"
+            f"model: {{hidden_dim: {hidden}, layer_dim: 1, nonlinearity: tanh}}\n"
+            f"train: {{iters: {iters}, eval_every: {eval_every}, lr: 0.1, batch_size: 100}}\n"
+            f"data: {{root: {mnist_root}}}\n"
+            f"output: {{dir: {out}}}\n" + extra)
+
+
 @pytest.fixture
 def job_file(tmp_path, mnist_root):
-    """Write a small job spec into tmp_path, pointing at the real data and a tmp output dir."""
+    """Write a job spec into tmp_path (job_text's small job unless text is given); runs go to tmp_path/runs."""
 
-    def write(name="tiny", text=None, **sections) -> Path:
-        body = text if text is not None else (
-            f"name: {name}\n"
-            "model: {hidden_dim: 16, layer_dim: 1, nonlinearity: tanh}\n"
-            "train: {iters: 20, eval_every: 10, lr: 0.1, batch_size: 100}\n"
-            f"data: {{root: {mnist_root}}}\n"
-            f"output: {{dir: {tmp_path / 'runs'}}}\n")
+    def write(name="tiny", text=None, **settings) -> Path:
         path = tmp_path / f"{name}.yaml"
-        path.write_text(body)
+        path.write_text(text if text is not None else job_text(mnist_root, tmp_path / "runs", name, **settings))
         return path
 
     return write
@@ -50,9 +60,74 @@ def local_ray():
     ray.shutdown()
 
 
-RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=|^\[\d{4}-\d\d-\d\d ")
+def invoke(*args, **env):
+    """`rnnjob ARGS` in this process, through Typer's CliRunner."""
+    return CliRunner().invoke(app, [str(a) for a in args], env=env or None)
+
+
+RAY_LOG = re.compile(r"^(\x1b\[\d+m)?\(\w+ pid=|^\[\d{4}-\d\d-\d\d |^Token authentication is enabled")
 
 
 def own_lines(text: str) -> list[str]:
-    """What rnnjob itself wrote, without the log lines Ray forwards from its actors (they carry a prefix)."""
+    """What rnnjob itself wrote, without the lines Ray adds (forwarded actor logs carry a prefix)."""
     return [line for line in text.strip().splitlines() if line.strip() and not RAY_LOG.match(line)]
+
+
+def assert_one_line_error(result, code: int, *fragments: str) -> str:
+    """The command failed with `code` and said why in one line of its own on stderr, without a traceback.
+    result: a CliRunner result or a CompletedProcess. Returns the line."""
+    returncode = getattr(result, "exit_code", getattr(result, "returncode", None))
+    stdout = getattr(result, "stdout", "") or ""
+    assert returncode == code, f"exit {returncode}\n{stdout}\n{result.stderr}"
+    lines = own_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in stdout + result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra) -> dict:
+    """This process's environment without Ray's variables, plus `extra`: a user's fresh shell."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, **extra}
+
+
+def rnnjob(*args, timeout=300, **extra_env) -> subprocess.CompletedProcess:
+    """`rnnjob ARGS` as a user runs it: the installed executable, in a clean environment."""
+    return subprocess.run([RNNJOB, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env=clean_env(**extra_env))
+
+
+def pgroups_alive(pids) -> list:
+    """The process groups among pids that still have a running process (zombies are only waiting to be reaped)."""
+    table = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout.split("\n")
+    running = {int(line.split()[0]) for line in table if line.strip() and not line.split()[1].startswith("Z")}
+    return sorted(set(pids) & running)
+
+
+def cluster(action: str, *args, timeout=300, **settings) -> subprocess.CompletedProcess:
+    """cluster/local.sh ACTION ARGS with RNNJOB_CLUSTER_* settings."""
+    return subprocess.run([ROOT / "cluster" / "local.sh", action, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=clean_env(**settings))
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports), shared by one module."""
+    state = tmp_path_factory.mktemp("cluster")
+    settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(free_port()),
+                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
+    up = cluster("up", "--cpus", 2, **settings)
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = [int(p) for p in (state / "pids").read_text().split()]
+    yield {"jobs": f"http://127.0.0.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}",
+           "gcs": f"127.0.0.1:{settings['RNNJOB_CLUSTER_PORT']}", "state": state, "settings": settings}
+    down = cluster("down", timeout=120, **settings)
+    assert down.returncode == 0, down.stderr
+    assert pgroups_alive(pids) == [] and not state.exists()

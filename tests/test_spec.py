@@ -1,28 +1,33 @@
+import dataclasses
+from pathlib import Path
+
 import pytest
+import yaml
 
 from rnn_mnist import spec as specs
 from tests.conftest import JOBS
-
-SEED_SETTINGS = {  # (nonlinearity, layers, lr) of the tutorial's three models
-    "model_a": ("relu", 1, 0.01),
-    "model_b": ("relu", 2, 0.01),
-    "model_c": ("tanh", 2, 0.1),
-}
-
-
-@pytest.mark.parametrize("name", sorted(SEED_SETTINGS))
-def test_shipped_model_jobs_carry_the_seeds_settings(name):
-    spec = specs.load(JOBS / f"{name}.yaml")
-    assert (spec.model.nonlinearity, spec.model.layer_dim, spec.train.lr) == SEED_SETTINGS[name]
-    assert (spec.model.cell, spec.model.hidden_dim) == ("rnn", 100)
-    t = spec.train
-    assert (t.batch_size, t.iters, t.optimizer, t.eval_every) == (100, 3000, "sgd", 500)
-    assert spec.name == name
 
 
 def test_every_shipped_job_is_valid():
     for path in JOBS.glob("*.yaml"):
         assert isinstance(specs.load_any(path), (specs.JobSpec, specs.Grid))
+
+
+def leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path", sorted(JOBS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_jobs_set_only_what_differs_from_the_defaults(path):
+    raw = yaml.safe_load(path.read_text())
+    defaults = dict(leaves(specs.JobSpec().to_dict()))
+    same = [key for key, value in leaves({k: v for k, v in raw.items() if k not in ("grid", "tune")})
+            if key in defaults and defaults[key] == value]
+    assert same == [], f"{path.name} restates defaults: {same}"
 
 
 def test_name_defaults_to_the_file_stem(tmp_path):
@@ -56,6 +61,7 @@ BAD = [  # yaml text, expected message after "<file>: "
     ("train: {grad_clip: -1}\n", "train.grad_clip: expected a positive number or null, got -1.0"),
     ("train: {momentum: 1.5}\n", "train.momentum: expected a number in [0, 1), got 1.5"),
     ("model: {cell: transformer}\n", "model.cell: expected one of rnn, lstm, gru, got 'transformer'"),
+    ("model: {kernel: cuda}\n", "model.kernel: expected one of auto, torch, got 'cuda'"),
     ("model: {cell: lstm, nonlinearity: relu}\n", "model.nonlinearity: 'relu' applies to the rnn cell only"),
     ("model: {hidden_dim: '100'}\n", "model.hidden_dim: expected a positive integer, got '100'"),
     ("scaling: {gpu: yes please}\n", "scaling.gpu: expected true or false, got 'yes please'"),
@@ -148,19 +154,11 @@ def test_presets_sweep_whole_job_files_with_the_grid_files_fields_on_top(tmp_pat
     assert (s.model.nonlinearity, s.model.layer_dim, s.train.lr, s.train.iters, s.train.seed) == ("relu", 2, 0.5, 7, 3)
 
 
-def test_the_shipped_comparison_runs_the_three_seed_models():
+def test_a_preset_trial_is_its_job_file_unchanged():
     grid = specs.load_grid(JOBS / "compare_abc.yaml")
-    assert [t.name for t in grid.trials] == ["model_a", "model_b", "model_c"]
     for trial in grid.trials:
         shipped = specs.load(JOBS / f"{trial.name}.yaml")
-        assert trial.spec.model == shipped.model and trial.spec.train == shipped.train
-
-
-def test_the_shipped_model_c_grid_sweeps_lr_and_hidden_size_with_asha():
-    grid = specs.load_grid(JOBS / "grid_c.yaml")
-    assert len(grid.trials) == 9 and grid.tune.scheduler == "asha" and grid.tune.metric == "accuracy"
-    assert {t.spec.train.lr for t in grid.trials} == {0.05, 0.1, 0.2}
-    assert {t.spec.model.hidden_dim for t in grid.trials} == {64, 100, 128}
+        assert trial.spec == dataclasses.replace(shipped, name=trial.name)
 
 
 BAD_GRIDS = [
@@ -183,3 +181,30 @@ def test_bad_grid_values_name_the_key_and_the_value(tmp_path, text, message):
     with pytest.raises(specs.SpecError) as err:
         specs.load_grid(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_a_field_an_older_rnnjob_wrote_is_read_and_ignored(tmp_path):
+    path = write(tmp_path, "scaling: {workers: 2, local_sync: false}\n", "old.yaml")
+    assert specs.load(path).scaling.workers == 2
+
+
+def test_relative_paths_are_resolved_from_rnnjob_home(tmp_path, monkeypatch):
+    path = write(tmp_path, "data: {root: mnist}\noutput: {dir: runs}\n", "j.yaml")
+    monkeypatch.setenv(specs.HOME_ENV, str(tmp_path / "home"))
+    spec = specs.resolved(specs.load(path))
+    assert (spec.data.root, spec.output.dir) == (str(tmp_path / "home" / "mnist"), str(tmp_path / "home" / "runs"))
+
+
+def test_without_rnnjob_home_relative_paths_start_in_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(specs.HOME_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    spec = specs.resolved(specs.load(write(tmp_path, "output: {dir: runs, storage: s3://bucket/x}\n", "j.yaml")))
+    assert spec.output.dir == str(tmp_path.resolve() / "runs") and spec.output.storage == "s3://bucket/x"
+    assert Path(spec.data.root).is_absolute()
+
+
+def test_a_grids_trials_and_directory_are_resolved_alike(tmp_path, monkeypatch):
+    monkeypatch.setenv(specs.HOME_ENV, str(tmp_path))
+    grid = specs.resolved(specs.load_grid(write(tmp_path, "grid:\n  train.seed: [1, 2]\n")))
+    assert grid.output_dir == str(tmp_path / "runs")
+    assert {t.spec.output.dir for t in grid.trials} == {str(tmp_path / "runs")}

@@ -6,11 +6,13 @@ loops only over what is truly sequential (h_t = act(xp_t + h_{t-1} W_hh^T)), and
 gradient from one product over all steps in backward. The top layer hands on only its last step,
 so its backward starts from one (batch, hidden) gradient instead of a mostly-zero sequence. Same
 parameters (nn.RNN's own tensors), same math: gradients agree with nn.RNN's to float rounding
-(tests/test_model.py checks). On a GPU, nn.RNN's cuDNN kernels are used instead.
+(tests/test_kernels.py checks). On a GPU, nn.RNN's cuDNN kernels are used instead.
 """
 
 import torch
 from torch import nn
+
+from ..model import RNNModel
 
 _ONE = torch.ones(())
 
@@ -84,3 +86,11 @@ def last_hidden(rnn: nn.RNN, x: torch.Tensor) -> torch.Tensor:
         weights = [getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         h = _ElmanLayer.apply(h, *weights, relu, layer == rnn.num_layers - 1)
     return h
+
+
+class CpuRNNModel(RNNModel):
+    """RNNModel (cell "rnn") whose recurrence runs through `last_hidden` above: the same parameters,
+    the same state_dict, so its checkpoints load into RNNModel and back."""
+
+    def last_hidden(self, x):
+        return last_hidden(self.rnn, x)

@@ -1,0 +1,40 @@
+"""Run directory locations: local folders and URIs (pyarrow's file systems; file:// stands in here for
+s3:// and gs://, which take the same code path)."""
+
+import pytest
+
+from rnn_mnist import rundir, storage
+from tests.conftest import invoke
+
+
+@pytest.fixture(params=["folder", "uri"])
+def root(request, tmp_path):
+    return str(tmp_path) if request.param == "folder" else f"file://{tmp_path}"
+
+
+def test_written_bytes_read_back_whole(root):
+    place = storage.join(root, "a.txt")
+    storage.write_bytes(place, b"hello")
+    assert storage.read_bytes(place) == b"hello" and storage.exists(place) and not storage.is_dir(place)
+
+
+def test_a_new_folder_is_made_once(root):
+    place = storage.join(root, "runs", "job")
+    assert storage.make_new_dir(place) is True and storage.make_new_dir(place) is False and storage.is_dir(place)
+
+
+def test_folders_holding_a_file_are_found_at_any_depth(root):
+    for where, name in (("a", "config.yaml"), ("b/c", "config.yaml"), ("d", "other.txt")):
+        storage.make_new_dir(storage.join(root, where))
+        storage.write_bytes(storage.join(root, where, name), b"x")
+    found = storage.folders_holding(root, "config.yaml")
+    assert [storage.relative(f, root) for f in found] == ["a", "b/c"]
+
+
+def test_a_run_writes_its_directory_into_a_uri(job_file, tmp_path):
+    result = invoke("run", job_file("remote"), "--set", f"output.storage=file://{tmp_path}/store")
+    assert result.exit_code == 0, result.output
+    run = f"file://{tmp_path}/store/remote"
+    assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
+    table = invoke("results", f"file://{tmp_path}/store", "--format", "csv")
+    assert table.exit_code == 0 and table.stdout.splitlines()[1].startswith("remote,rnn,tanh,1,16,")
