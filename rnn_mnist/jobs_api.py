@@ -1,18 +1,22 @@
-"""Remote clusters through Ray's Jobs API: submit, follow, list, stop.
+"""Remote clusters through Ray's Jobs API: submit, follow, list, status, stop, watch.
 
-A submission sends the project and the job file up as the job's working_dir, and the entrypoint
-runs the very same `rnnjob submit ... --address auto` on the cluster's head.
+A submission sends rnnjob's own package and the job file (with the presets a grid names) up as
+the job's working_dir, nothing else, and the entrypoint runs the very same `rnnjob submit` on the
+cluster's head; that driver joins the cluster through the RAY_ADDRESS Ray's job supervisor gives it.
 """
 
-import asyncio
+import ipaddress
+import logging
 import os
+import re
 import shlex
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import urlparse
 
 from . import rayenv  # (before ray: settings Ray reads at import)
@@ -23,13 +27,12 @@ from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
 from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parent.parent
-# never uploaded: environments, history, data and results (the cluster fetches or writes its own)
-EXCLUDED = {".venv", ".git", "data", "runs", "__pycache__", ".pytest_cache", "benchmarks/results"}
-LIMIT = 512 * 1024 * 1024  # Ray's limit for one working_dir package (its gRPC message size)
+PACKAGE = Path(__file__).resolve().parent  # what the cluster needs of rnnjob: its own source files
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 CLUSTER_HOME = "~/rnnjob"  # where a remote job's relative paths (data, runs) land on the head
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+POLL_S = 1.0  # between looks at a job's log and status while following it
+AGENT_WAIT_S = 30  # how long a submission waits for a just-started head's job agent
 
 
 def is_jobs_address(address: Optional[str]) -> bool:
@@ -44,14 +47,35 @@ def address_from_env() -> Optional[str]:
     return None
 
 
+def _host_port(address: str) -> tuple[str, int]:
+    """(host, port) of an http(s) address, or BadInput saying what is wrong with it."""
+    url = urlparse(address)
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        raise BadInput(f"--address {specs.show(address)[1:-1]}: the port is not a number from 1 to 65535") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise BadInput(f"--address {specs.show(address)[1:-1]}: expected http://HOST:PORT or https://HOST:PORT")
+    return url.hostname, port
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def connect(address: str) -> JobSubmissionClient:
     """A client for the cluster's Jobs API, or one line saying why there is none (within seconds)."""
-    url = urlparse(address)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    host, port = _host_port(address)
     try:
-        socket.create_connection((url.hostname, port), timeout=5).close()
+        socket.create_connection((host, port), timeout=5).close()
     except OSError as e:
         raise RunFailed(f"cannot reach a Ray dashboard at {address}: {e.strerror or e}") from None
+    if address.startswith("http://") and not _loopback(host) and os.environ.get("RAY_AUTH_MODE") == "token":
+        print(f"warning: the Ray token goes to {address} unencrypted; use https://, or an SSH tunnel to "
+              "127.0.0.1 (ray dashboard, ssh -L)", file=sys.stderr)
     try:
         return JobSubmissionClient(address)
     except ray.exceptions.AuthenticationError:
@@ -62,47 +86,42 @@ def connect(address: str) -> JobSubmissionClient:
         raise RunFailed(f"the Jobs API at {address} did not answer: {str(e).splitlines()[0]}") from None
 
 
-def _ignore(root: Path):
-    def ignore(folder, names):
-        skipped = []
-        for name in names:
-            path = Path(folder) / name
-            rel = path.relative_to(root).as_posix()
-            if rel in EXCLUDED or name in EXCLUDED or (path.is_file() and path.stat().st_size >= LIMIT):
-                skipped.append(name)
-        return skipped
-    return ignore
-
-
-def stage(job: Path) -> tuple[str, str]:
-    """A temporary working_dir: the project (less EXCLUDED) plus the job's folder of specs.
-
-    Returns (the folder, the job file's path inside it). The job's folder goes along whole, so a
-    grid's presets (job files beside it) travel with it.
-    """
+def stage(files: list[Path]) -> str:
+    """A temporary working_dir holding exactly rnnjob's package (its .py files) and these job files
+    (in jobs/): no environment, key, data, result or other file goes up."""
     folder = Path(tempfile.mkdtemp(prefix="rnnjob-upload-"))
-    shutil.copytree(PROJECT, folder, ignore=_ignore(PROJECT), dirs_exist_ok=True)
-    specs_dir = folder / ".rnnjob" / "job"
-    specs_dir.mkdir(parents=True)
-    for spec_file in job.resolve().parent.glob("*.y*ml"):
-        shutil.copy(spec_file, specs_dir / spec_file.name)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    if size >= LIMIT:
-        shutil.rmtree(folder)
-        raise BadInput(f"{PROJECT}: {size / 2**20:.0f} MiB to upload without {', '.join(sorted(EXCLUDED))}, over "
-                       f"Ray's {LIMIT // 2**20} MiB limit for a working_dir; move large files out of the project")
-    return str(folder), f".rnnjob/job/{job.name}"
+    for source in PACKAGE.rglob("*.py"):
+        target = folder / "rnn_mnist" / source.relative_to(PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    (folder / "jobs").mkdir()
+    for spec_file in files:
+        shutil.copyfile(spec_file, folder / "jobs" / spec_file.name)
+    return str(folder)
 
 
-def entrypoint(job_in_stage: str, args: list[str], python: str) -> str:
-    """The command the head runs: the same `rnnjob submit`, joining the cluster it runs on."""
-    return shlex.join([python, "-m", "rnn_mnist", "submit", job_in_stage, "--address", "auto", *args])
+def entrypoint(command: str, target: str, args: list[str], python: str) -> str:
+    """The command the head runs: the same rnnjob command, joining the cluster through RAY_ADDRESS."""
+    return shlex.join([python, "-m", "rnn_mnist", command, target, *args])
 
 
-def submit(address: str, job: Path, args: list[str], python: str, pip: list[str]) -> str:
-    """Send the job up; returns its submission id."""
+def submit(address: str, job: Path, presets: list[Path], args: list[str], python: str, pip: list[str]) -> str:
+    """Send a job file up (with the presets a grid names) for `rnnjob submit` there; returns its id."""
+    return _submit(address, "submit", f"jobs/{job.name}", [job, *presets], args, python, pip)
+
+
+def submit_command(address: str, command: str, target: str, args: list[str], python: str, pip: list[str]) -> str:
+    """Run `rnnjob COMMAND TARGET ARGS` on the cluster (resume: TARGET is a run on shared storage)."""
+    return _submit(address, command, target, [], args, python, pip)
+
+
+def _submit(address, command, target, files, args, python, pip) -> str:
+    # Ray's client logs each upload at INFO ("Uploading package ..."; its SDK modules set their own loggers
+    # to INFO): not the user's business; warnings stay
+    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = connect(address)
-    folder, job_in_stage = stage(job)
+    folder = stage(files)
     try:
         env = {k: v for k, v in os.environ.items() if k.startswith("RNNJOB_")}
         # the job's working_dir is temporary: its relative paths (data, runs) start in CLUSTER_HOME
@@ -110,7 +129,16 @@ def submit(address: str, job: Path, args: list[str], python: str, pip: list[str]
         runtime_env = {"working_dir": folder, "env_vars": env}
         if pip:
             runtime_env["pip"] = pip
-        return client.submit_job(entrypoint=entrypoint(job_in_stage, args, python), runtime_env=runtime_env)
+        deadline = time.time() + AGENT_WAIT_S
+        while True:
+            try:
+                return client.submit_job(entrypoint=entrypoint(command, target, args, python), runtime_env=runtime_env)
+            except RuntimeError as e:
+                # a head that has just started takes a few seconds before its job agent takes submissions;
+                # Ray's own answer says to try again later
+                if "No available agent" not in str(e) or time.time() > deadline:
+                    raise RunFailed(f"the Jobs API at {address} refused the job: {str(e).splitlines()[0]}") from None
+                time.sleep(1)
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # Ray has uploaded its own copy
 
@@ -131,15 +159,42 @@ def status(address: str, job_id: str):
 
 
 def follow(address: str, job_id: str, echo) -> JobStatus:
-    """Print the job's log as it grows until the job ends; returns its final status."""
+    """Print the job's log as it grows until the job ends, then its last lines; returns its final status.
+
+    It polls the whole log rather than holding one stream open: a stream of Ray's log tail can end
+    early or lose the last line (ray-project/ray#51601, #46413); a poll that fails is retried."""
     client, _ = _job(address, job_id)
+    shown, state, failures = 0, None, 0
+    while True:
+        try:
+            state = client.get_job_status(job_id)
+            log = client.get_job_logs(job_id)
+            failures = 0
+        except (ConnectionError, RuntimeError, OSError) as e:  # the dashboard restarting, a dropped connection
+            failures += 1
+            if failures > 30:
+                raise RunFailed(f"lost the Jobs API at {address}: {str(e).splitlines()[0]}") from None
+            time.sleep(POLL_S)
+            continue
+        ended = state in FINISHED
+        whole = log if ended else log[:log.rfind("\n") + 1]  # a line still being written waits
+        if len(whole) > shown:
+            echo(whole[shown:].rstrip("\n"))
+            shown = len(whole)
+        if ended:
+            return state
+        time.sleep(POLL_S)
 
-    async def tail():
-        async for lines in client.tail_job_logs(job_id):
-            echo(lines.rstrip("\n"))
 
-    asyncio.run(tail())
-    return wait(client, job_id, timeout=60)
+def why_failed(address: str, job_id: str) -> Optional[str]:
+    """The cause of a failed job where its log names one that the user can fix from here."""
+    client, _ = _job(address, job_id)
+    missing = re.findall(r"ModuleNotFoundError: No module named '([\w.]+)'", client.get_job_logs(job_id))
+    if missing:
+        return (f"the cluster's python has no module {missing[-1]!r}; name an interpreter there that has rnnjob's "
+                "dependencies (--python /path/to/python) or have Ray install them for the job "
+                "(--pip torch --pip typer ...)")
+    return None
 
 
 def wait(client: JobSubmissionClient, job_id: str, timeout: float) -> JobStatus:
@@ -149,6 +204,36 @@ def wait(client: JobSubmissionClient, job_id: str, timeout: float) -> JobStatus:
         time.sleep(0.5)
         state = client.get_job_status(job_id)
     return state
+
+
+# what the driver prints first: where its run (or grid) directory is, and how long the run is
+_WHERE = re.compile(r"^(run|grid) directory: (.+?)  \((?:(\d+) iterations)?")
+_ITERATION = re.compile(r"Iteration: (\d+)\. Loss: ([-\w.+]+)\. Accuracy: ([\d.]+)")
+_ENDED_AS = {JobStatus.SUCCEEDED: "completed", JobStatus.FAILED: "failed", JobStatus.STOPPED: "interrupted"}
+
+
+def watched(address: str, job_id: str, reachable) -> Callable[[], tuple[list, bool]]:
+    """For `rnnjob watch ID`: a function returning (rows, whether the job ended). The rows come from
+    the job's run directory where `reachable(location)` gives them (shared storage), else from its
+    log: its latest Iteration line."""
+    client, _ = _job(address, job_id)
+
+    def look():
+        state = client.get_job_status(job_id)
+        log = client.get_job_logs(job_id)
+        where = next((m for m in map(_WHERE.match, log.splitlines()) if m), None)
+        rows = reachable(where.group(2)) if where else None
+        if not rows:
+            last = _ITERATION.findall(log)
+            iteration, loss, accuracy = last[-1] if last else (0, None, None)
+            iters = int(where.group(3)) if where and where.group(3) else int(iteration)
+            rows = [{"name": job_id, "status": _ENDED_AS.get(state, "running"), "iteration": int(iteration),
+                     "iters": iters, "loss": None if loss is None else float(loss),
+                     "accuracy": None if accuracy is None else float(accuracy), "samples_per_second": None,
+                     "seconds_left": None, "error": None}]
+        return rows, state in FINISHED
+
+    return look
 
 
 def logs(address: str, job_id: str) -> str:

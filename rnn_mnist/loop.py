@@ -11,17 +11,17 @@ import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
 
-from . import data, kernels, rundir
+from . import data, kernels, rundir, telemetry, timeline
 from .errors import BadInput, RunFailed
 from .model import count_params
 from .spec import JobSpec
 
-PROGRESS_EVERY = 10  # iterations between progress-bar updates (each reads the loss back to the host)
+TICK_EVERY = 10  # steps between ticks to the publishers (each reads the loss back to the host)
 
 
 class Diverged(RunFailed):
@@ -44,6 +44,7 @@ class Hooks:
 
     def __init__(self, saved: Optional[dict] = None):
         self.saved = saved  # a checkpoint's state to carry on from (rnnjob resume)
+        self.carried_on = saved is not None  # the state comes from a user's resume, not from a restart
 
     def prepare_model(self, model: nn.Module, device: torch.device) -> nn.Module:
         return model.to(device)
@@ -68,6 +69,10 @@ class Hooks:
 
     def report(self, record: dict, state: Optional[dict]) -> None:
         """Called on every worker after each evaluation; state only on rank 0."""
+
+    def publishers(self, run: Optional[str]) -> list:
+        """What this worker publishes while it trains besides the run directory (Ray's metrics)."""
+        return []
 
 
 def build_model(spec: JobSpec, device_type: str = "cpu") -> nn.Module:
@@ -155,7 +160,8 @@ class Progress:
     history: list = field(default_factory=list)  # one record per evaluation
     train_seconds: float = 0.0  # optimizer steps only, evaluations and checkpoints excluded
     elapsed: float = 0.0  # since training began, evaluations included
-    restarts: int = 0
+    restarts: int = 0  # by Ray Train, after a worker died
+    resumes: list = field(default_factory=list)  # by `rnnjob resume`: where each began, and to what length
 
 
 def _restore(spec: JobSpec, device, hooks: Hooks):
@@ -171,10 +177,17 @@ def _restore(spec: JobSpec, device, hooks: Hooks):
     progress = Progress()
     if saved:
         optimizer.load_state_dict(saved["optimizer"])
-        progress = Progress(**{f.name: saved[f.name] for f in fields(Progress)})
-        progress.restarts += 1
+        progress = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
+        if hooks.carried_on:
+            progress.resumes.append({"iteration": progress.iteration, "iters": spec.train.iters,
+                                     "previous_iters": saved["spec"]["train"]["iters"],
+                                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            what = f"resume {len(progress.resumes)}, to {spec.train.iters} iterations"
+        else:
+            progress.restarts += 1
+            what = f"restart {progress.restarts}"
         if hooks.rank == 0:
-            say(f"resumed from the checkpoint at iteration {progress.iteration} (restart {progress.restarts})")
+            say(f"resumed from the checkpoint at iteration {progress.iteration} ({what})")
     return model, optimizer, progress
 
 
@@ -198,13 +211,14 @@ def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
 def _checkpoint(spec, model, optimizer, progress: Progress, setup: dict, run: Optional[str], hooks: Hooks) -> None:
     record, state = progress.history[-1], None
     if hooks.rank == 0:
-        say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
         # unwrapped: the file loads the same whatever the worker count
         state = {"spec": spec.to_dict(), "model": _unwrapped(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "rng": torch.get_rng_state(), "setup": setup, **asdict(progress)}
         if run:
             rundir.write_metrics(run, progress.history)
             rundir.save_model(run, state)
+        # after the files: the line means this evaluation is saved (a Ctrl-C after it keeps it)
+        say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
     hooks.report(record, state)
 
 
@@ -214,40 +228,83 @@ def _setup(model, device, hooks: Hooks) -> dict:
             "params": count_params(model), "nodes": hooks.nodes(), "gradient_sync": hooks.gradient_sync}
 
 
+class _Ticker:
+    """Hands the publishers a tick every TICK_EVERY steps, timed over the steps alone, and each
+    evaluation's record."""
+
+    def __init__(self, publishers: list, batch: int, iteration: int):
+        self.publishers, self.batch = publishers, batch
+        self.restart(iteration)
+
+    def restart(self, iteration: int) -> None:
+        self.clock, self.since = time.perf_counter(), iteration
+
+    def step(self, iteration: int, loss: torch.Tensor, lr: float) -> None:
+        if iteration % TICK_EVERY or not self.publishers:
+            return
+        per_step = (time.perf_counter() - self.clock) / (iteration - self.since)
+        tick = {"iteration": iteration, "loss": loss.item(), "lr": lr, "seconds_per_step": per_step,
+                "samples_per_second": self.batch / per_step}
+        for publisher in self.publishers:
+            publisher.steps(tick)
+        self.restart(iteration)
+
+    def evaluation(self, record: dict) -> None:
+        for publisher in self.publishers:
+            publisher.evaluation(record)
+        self.restart(record["iteration"])
+
+
 def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: Optional[Hooks] = None,
-        progress: Optional[Callable[[int, float], None]] = None) -> Progress:
+        publishers: Sequence[telemetry.Publisher] = ()) -> Progress:
     """Train spec's model to exactly spec.train.iters steps; rank 0 writes metrics.jsonl and model.pt
-    into `run` at every evaluation. Returns where it stands at the end."""
+    into `run` at every evaluation. Publishers (and the run's own telemetry) get a tick every
+    TICK_EVERY steps and every evaluation. Returns where the job stands at the end."""
     hooks = hooks or Hooks()
     t = spec.train
     model, optimizer, done = _restore(spec, device, hooks)
     setup = _setup(model, device, hooks)
+    timeline.mark("model ready")
     train = data.load(spec.data.root, train=True, log=say)
     test = data.load(spec.data.root, train=False, log=say)
-    loader = hooks.prepare_loader(data.train_loader(*train, t.batch_size // hooks.world_size, t.seed))
+    timeline.mark("data loaded")
+    batch = t.batch_size // hooks.world_size
+    loader = hooks.prepare_loader(data.train_loader(*train, batch, t.seed))
     criterion = nn.CrossEntropyLoss()
+    publishers = [*publishers, *telemetry.for_run(run, t.iters, done.iteration, hooks.rank), *hooks.publishers(run)]
+    ticker = _Ticker(publishers, batch, done.iteration)
 
     model.train()
     stream = batches(loader, t.seed, done.iteration)
     clock = start = time.perf_counter()
-    elapsed_before = done.elapsed
-    while done.iteration < t.iters:
-        images, labels = next(stream)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(spec, done.iteration)
-        loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
-        done.iteration += 1
-        hooks.after_step(done.iteration)
-        if progress and done.iteration % PROGRESS_EVERY == 0:
-            progress(done.iteration, loss.item())
-        if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
-            if device.type == "cuda":  # the steps queued on the GPU belong to the training time
-                torch.cuda.synchronize(device)
-            done.train_seconds += time.perf_counter() - clock
-            record = _measure(model, loss, test, device, hooks, done.iteration)
-            done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
-            done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
-            _checkpoint(spec, model, optimizer, done, setup, run, hooks)
-            clock = time.perf_counter()
+    elapsed_before, first = done.elapsed, done.iteration + 1
+    try:
+        while done.iteration < t.iters:
+            images, labels = next(stream)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            lr = lr_at(spec, done.iteration)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = train_step(model, images, labels, criterion, optimizer, t.grad_clip)
+            done.iteration += 1
+            if done.iteration == first:
+                timeline.mark("first step done")
+            hooks.after_step(done.iteration)
+            ticker.step(done.iteration, loss, lr)
+            if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
+                if device.type == "cuda":  # the steps queued on the GPU belong to the training time
+                    torch.cuda.synchronize(device)
+                done.train_seconds += time.perf_counter() - clock
+                timeline.mark("evaluation started")
+                record = _measure(model, loss, test, device, hooks, done.iteration)
+                done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
+                done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
+                _checkpoint(spec, model, optimizer, done, setup, run, hooks)
+                ticker.evaluation(done.history[-1])
+                timeline.mark("evaluation reported")
+                clock = time.perf_counter()
+    finally:
+        for publisher in publishers:
+            publisher.close()
+        timeline.mark("loop ended")
     return done

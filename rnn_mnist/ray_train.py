@@ -9,9 +9,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,12 +25,11 @@ import ray.train  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
-from . import loop, rundir, storage  # noqa: E402
+from . import loop, rundir, storage, telemetry, timeline  # noqa: E402
 from .kernels import process  # noqa: E402
 from . import spec as specs  # noqa: E402
 from .errors import BadInput, RunFailed  # noqa: E402
 
-PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train passes it on to its controller
 FAULT_ENV = "RNNJOB_FAULT"  # "RANK:ITERATION": that rank exits once when it reaches that iteration
 FAULT_MARK = ".fault-injected"
 
@@ -61,11 +63,11 @@ class Fault:
 class RayHooks(loop.Hooks):
     """The loop's view of a Ray Train worker."""
 
-    def __init__(self, run: str, fault: Optional[Fault]):
+    def __init__(self, run: str, fault: Optional[Fault], carry_on: bool = False):
         super().__init__()
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
-        self.run, self.fault = run, fault
+        self.run, self.fault, self.carry_on = run, fault, carry_on
 
     def prepare_model(self, model, device):
         model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
@@ -83,11 +85,15 @@ class RayHooks(loop.Hooks):
         return tensor
 
     def resume(self):
-        checkpoint = ray.train.get_checkpoint()
-        if not checkpoint:
-            return None
-        with checkpoint.as_directory() as d:
-            return rundir.load_model(d)
+        checkpoint = ray.train.get_checkpoint()  # this job's own, after a worker died
+        if checkpoint:
+            self.carried_on = False
+            with checkpoint.as_directory() as d:
+                return rundir.load_model(d)
+        if self.carry_on and storage.exists(storage.join(self.run, rundir.MODEL)):  # rnnjob resume
+            self.carried_on = True
+            return rundir.load_model(self.run)
+        return None
 
     def nodes(self):
         mine = ray.get_runtime_context().get_node_id()
@@ -106,6 +112,9 @@ class RayHooks(loop.Hooks):
                 loop.say(f"fault injection: rank {self.rank} exits at iteration {iteration}")
                 os._exit(1)
 
+    def publishers(self, run):
+        return [RayMetrics(storage.basename(run), self.rank)]
+
     def report(self, record, state):
         # every rank calls report (it is a barrier); only rank 0 has a checkpoint to give
         with tempfile.TemporaryDirectory() as d:
@@ -116,17 +125,68 @@ class RayHooks(loop.Hooks):
             ray.train.report(record, checkpoint=checkpoint)
 
 
+class RayMetrics(telemetry.Publisher):
+    """Live metrics through Ray's metrics API (`ray.util.metrics`): each node's metrics endpoint
+    exports them as ray_rnnjob_*, for Prometheus and Grafana. Tagged with the run's name (a grid
+    trial's name for a trial); what differs per rank also with the rank. Rank 0 alone sets what
+    every rank agrees on."""
+
+    def __init__(self, run: str, rank: int):
+        from ray.util.metrics import Gauge
+
+        self.rank = rank
+        self.per_run, self.per_rank = {"run": run}, {"run": run, "rank": str(rank)}
+        run_tags, rank_tags = ("run",), ("run", "rank")
+        self.iteration = Gauge("rnnjob_iteration", "optimizer steps done", tag_keys=run_tags)
+        self.loss = Gauge("rnnjob_train_loss", "training loss of the latest batch (rank 0's)", tag_keys=run_tags)
+        self.accuracy = Gauge("rnnjob_test_accuracy", "test accuracy (%) at the latest evaluation",
+                              tag_keys=run_tags)
+        self.samples = Gauge("rnnjob_samples_per_second", "training samples per second, this rank",
+                             tag_keys=rank_tags)
+        self.step_time = Gauge("rnnjob_seconds_per_step", "seconds per optimizer step, this rank",
+                               tag_keys=rank_tags)
+
+    def steps(self, tick):
+        self.samples.set(tick["samples_per_second"], tags=self.per_rank)
+        self.step_time.set(tick["seconds_per_step"], tags=self.per_rank)
+        if self.rank == 0:
+            self.iteration.set(tick["iteration"], tags=self.per_run)
+            self.loss.set(tick["loss"], tags=self.per_run)
+
+    def evaluation(self, record):
+        if self.rank == 0:
+            self.iteration.set(record["iteration"], tags=self.per_run)
+            self.accuracy.set(record["accuracy"], tags=self.per_run)
+
+
 def train_worker(config: dict) -> None:
     """What each Ray Train worker runs."""
     # Ray Train 2.60 logs every report at INFO under a logger named after its source file, which
     # LoggingConfig does not reach; it takes its level from the root logger. The loop prints the
     # tutorial's line for each evaluation already.
     logging.getLogger().setLevel(logging.WARNING)
+    timeline.adopt(config.get("timeline"))
+    if timeline.setting():
+        timeline.mark("worker process started", timeline.process_started())
+        timeline.mark("worker function entered")
     device = ray.train.torch.get_device()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     process.tune(device.type, threads=max(1, int(cpus)))  # the CPUs this worker was given, no more
     spec = specs.from_dict(config["spec"], "job")
-    loop.fit(spec, device, config["run"], RayHooks(config["run"], config["fault"]))
+    hooks = RayHooks(config["run"], config["fault"], config["resume"])
+    try:
+        loop.fit(spec, device, config["run"], hooks)
+    except loop.Diverged as e:
+        # every rank sees the same reduced loss, so all stop here together: end the workers normally with
+        # the reason in the run directory, rather than have Ray Train retry from the same checkpoint
+        if hooks.rank == 0:
+            storage.write_bytes(storage.join(config["run"], rundir.FAILED), str(e).encode())
+
+
+def failure(run: str) -> Optional[str]:
+    """Why the workers of the job in `run` stopped without finishing, if they said so."""
+    mark = storage.join(run, rundir.FAILED)
+    return storage.read_bytes(mark).decode() if storage.exists(mark) else None
 
 
 def with_cpus(spec: specs.JobSpec) -> specs.JobSpec:
@@ -178,20 +238,24 @@ def session(echo):
     if ray.is_initialized():
         yield
         return
+    own_sigterm = signal.getsignal(signal.SIGTERM)
     if os.environ.get("RAY_ADDRESS"):
         context = _join(os.environ["RAY_ADDRESS"])
     else:  # "local": a new Ray, even where `ray start` left one running (or its address file)
-        # nothing preempts one machine: no PreemptionWatcher actor (a process more to start on the job's
-        # cores, which also logs ray-project/ray#53727's error line at every start); a set value wins
-        os.environ.setdefault(PREEMPTION_ENV, "0")
         context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
                            configure_logging=False)
+    if callable(own_sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init puts a handler of Ray's in place of this process's own (a stack dump, then death): keep
+        # ours, so that `rnnjob stop` or `kill` ends a run as Ctrl-C does, with its summary
+        signal.signal(signal.SIGTERM, own_sigterm)
+    timeline.mark("ray joined" if os.environ.get("RAY_ADDRESS") else "ray started")
     try:
         if context.dashboard_url:
             echo(f"Ray dashboard: http://{context.dashboard_url}")
         yield
     finally:
         ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
+        timeline.mark("ray left")
 
 
 def _join(address: str):
@@ -201,10 +265,12 @@ def _join(address: str):
         raise RunFailed(f"--address {address}: no Ray cluster was started on this machine "
                         "(`ray start --head`, or `make cluster-up`)")
     host, _, port = gcs.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(f"--address {specs.show(address)[1:-1]}: expected HOST:PORT, http://HOST:PORT or auto")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError) as e:
-        raise RunFailed(f"cannot reach a Ray cluster at {gcs}: {getattr(e, 'strerror', None) or e}") from None
+    except OSError as e:
+        raise RunFailed(f"cannot reach a Ray cluster at {gcs}: {e.strerror or e}") from None
     # Ray's C++ client logs every failed retry on fd 2; keep that for the case it connects
     with tempfile.TemporaryFile("w+") as log, _fd2_to(log):
         try:
@@ -238,15 +304,20 @@ def _per_worker(scaling: specs.ScalingSpec) -> dict:
     return {"CPU": cpus_each(scaling), **({"GPU": 1} if scaling.gpu else {})}
 
 
-def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callbacks=()) -> TorchTrainer:
-    """The TorchTrainer for one job (its paths resolved already); its Ray storage is `<run>/ray`."""
+def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callbacks=(),
+            resume: bool = False) -> TorchTrainer:
+    """The TorchTrainer for one job (its paths resolved already); its Ray storage is `<run>/ray`.
+    resume: carry on from the run directory's model.pt (rnnjob resume)."""
     return TorchTrainer(
         train_worker,
-        train_loop_config={"spec": spec.to_dict(), "run": run, "fault": fault},
+        train_loop_config={"spec": spec.to_dict(), "run": run, "fault": fault, "resume": resume,
+                           "timeline": timeline.setting()},
         scaling_config=ray.train.ScalingConfig(num_workers=spec.scaling.workers, use_gpu=spec.scaling.gpu,
                                                resources_per_worker=_per_worker(spec.scaling)),
         run_config=ray.train.RunConfig(
-            name="ray", storage_path=run,
+            # a resumed run's Ray storage is new: Ray Train would otherwise restore the earlier attempt's
+            # checkpoints itself, and the resume would pass for a worker restart
+            name=time.strftime("ray-resumed-%Y%m%d-%H%M%S") if resume else "ray", storage_path=run,
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
@@ -254,11 +325,32 @@ def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callba
     )
 
 
-def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None) -> None:
+def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, resume: bool = False) -> None:
     """Run one job on the connected Ray cluster; rank 0 writes metrics and checkpoints into `run`.
+    Ctrl-C raises KeyboardInterrupt here, for the caller to record; leaving the Ray session then ends
+    the job's actors (an embedded Ray stops, a joined cluster drops what this driver owns).
 
     The caller checks first (check_batch, check_fits), before it makes the run directory."""
-    try:
-        trainer(spec, run, fault).fit()
-    except ray.train.TrainingFailedError as e:
-        raise TrainingFailed(f"training failed: {str(e).strip().splitlines()[-1]}") from None
+    ended: dict = {}
+
+    def fit_here():
+        try:
+            trainer(spec, run, fault, resume=resume).fit()
+        except BaseException as e:  # handed to the main thread
+            ended["error"] = e
+
+    # Ray Train installs a SIGINT handler of its own when fit() runs in the main thread, which ends the
+    # process (SystemExit) before the caller can write the run's summary; from another thread it does not
+    worker = threading.Thread(target=fit_here, name="rnnjob-fit", daemon=True)
+    timeline.mark("fit called")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    timeline.mark("fit returned")
+    error = ended.get("error")
+    if isinstance(error, ray.train.TrainingFailedError):
+        raise TrainingFailed(f"training failed: {str(error).strip().splitlines()[-1]}") from None
+    if error is not None:
+        raise error
+    if failure(run):
+        raise TrainingFailed(failure(run))

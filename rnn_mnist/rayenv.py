@@ -4,6 +4,10 @@
 - keep an embedded Ray, or a process joining a Ray on 127.0.0.1, on loopback: Ray otherwise
   advertises the machine's interface address even for a local ray.init, and mixed addresses stop
   workers from starting;
+- on such a one-machine Ray, no PreemptionWatcher: Ray Train starts that actor for every job to
+  hear of nodes going away (spot instances), which does not happen to one machine, and its start
+  takes about 1.4 s of CPU from the job's cores (benchmarks/README.md). Ray Train passes the
+  variable on to its controller; a value set by the user wins;
 - send the authentication token when one is at hand: Ray's client sends it only in token mode,
   which a new local Ray turns on for itself but a process joining a cluster does not. The token is
   taken where Ray's own CLI looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token;
@@ -20,14 +24,19 @@ from typing import Optional
 from .errors import RunFailed
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")  # where `ray start --head` records its address
+PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
+def current_cluster() -> Path:
+    """Where `ray start --head` records its address: in its temp folder (RAY_TMPDIR, else /tmp/ray)."""
+    return Path(os.environ.get("RAY_TMPDIR") or "/tmp/ray") / "ray_current_cluster"
 
 
 def gcs_address(address: str) -> Optional[str]:
     """host:port of the cluster named by a Ray address ('auto' means the one started on this machine)."""
     if address == "auto":
         try:
-            return CURRENT_CLUSTER.read_text().strip() or None
+            return current_cluster().read_text().strip() or None
         except OSError:
             return None
     return address.split("://")[-1].rstrip("/")
@@ -58,5 +67,6 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 if on_loopback(os.environ.get("RAY_ADDRESS")):
     os.environ.setdefault(LOOPBACK_ENV, "0")
+    os.environ.setdefault(PREEMPTION_ENV, "0")
 if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file().exists()):
     os.environ["RAY_AUTH_MODE"] = "token"

@@ -4,9 +4,10 @@ so they work on runs from `rnnjob run`, `submit`, grids, and runs copied from el
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
-from . import rundir, storage
+from . import rundir, storage, telemetry
 from . import spec as specs
 
 COLUMNS = ["name", "cell", "nonlinearity", "layers", "hidden", "optimizer", "lr", "iterations",
@@ -35,7 +36,8 @@ def row(run: str, root) -> dict:
         "wall_seconds": summary.get("wall_seconds"),
         "workers": summary.get("workers", spec.scaling.workers),
         "device": summary.get("device", "cuda" if spec.scaling.gpu else "cpu"),
-        "status": summary.get("status", "incomplete"),  # no summary yet: running, or killed
+        # no summary: still training, or the process died (killed, its node gone) before writing one
+        "status": summary.get("status") or ("running" if rundir.running(run) else "died"),
     }
 
 
@@ -104,3 +106,103 @@ def plot(root, out: Path) -> int:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return len(series)
+
+
+# the live view of `rnnjob watch`: rows from run directories (or from a job's log), until they end
+
+ENDED_WELL = ("completed", "stopped")  # stopped: by ASHA, which is how a grid should end for it
+
+
+def live_row(run: str, root) -> dict:
+    """Where one run stands: its summary once it ended, else its progress.json and metrics."""
+    iters = rundir.read_config(run).train.iters
+    if rundir.has_summary(run):
+        s = rundir.read_summary(run)
+        return {"name": storage.relative(run, root), "status": s["status"], "iteration": s["iterations"],
+                "iters": iters, "loss": s["final_loss"], "accuracy": s["final_accuracy"],
+                "samples_per_second": None, "seconds_left": 0, "error": s.get("error")}
+    now = telemetry.read_progress(run) or {}
+    metrics = rundir.read_metrics(run)
+    iteration = max(now.get("iteration", 0), metrics[-1]["iteration"] if metrics else 0)
+    per_step = now.get("seconds_per_step")
+    status = ("running" if now or metrics else "starting") if rundir.running(run) else "died"
+    return {"name": storage.relative(run, root), "status": status,
+            "iteration": iteration, "iters": iters, "loss": now.get("loss"),
+            "accuracy": metrics[-1]["accuracy"] if metrics else None,
+            "samples_per_second": now.get("samples_per_second"),
+            "seconds_left": (iters - iteration) * per_step if per_step else None,
+            "error": None if status != "died" else "it ended without a summary (killed?); rnnjob resume carries it on"}
+
+
+def live_rows(root) -> list[dict]:
+    return [live_row(run, root) for run in find_runs(root)]
+
+
+def ended(rows: list[dict]) -> bool:
+    return bool(rows) and all(r["status"] not in ("running", "starting") for r in rows)
+
+
+def line(r: dict) -> str:
+    """One row as a line of text: what `watch` prints where there is no terminal, and at the end."""
+    parts = [f"{r['name']}: {r['status']}", f"{r['iteration']}/{r['iters']} iterations"]
+    if r["loss"] is not None:
+        parts.append(f"loss {r['loss']:.4f}")
+    if r["accuracy"] is not None:
+        parts.append(f"accuracy {r['accuracy']:.2f}%")
+    if r["samples_per_second"]:
+        parts.append(f"{r['samples_per_second']:.0f} samples/s")
+    if r["seconds_left"] is not None and r["status"] == "running":
+        parts.append(f"{r['seconds_left']:.0f} s left")
+    if r["error"]:
+        parts.append(r["error"])
+    return ", ".join(parts)
+
+
+def live_table(rows: list[dict]):
+    """The rows as a rich table with a bar each, for a terminal."""
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("run", "", "iterations", "loss", "accuracy", "samples/s", "left", "status"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r["name"], ProgressBar(total=r["iters"], completed=r["iteration"], width=30),
+                      f"{r['iteration']}/{r['iters']}", "" if r["loss"] is None else f"{r['loss']:.4f}",
+                      "" if r["accuracy"] is None else f"{r['accuracy']:.2f}%",
+                      f"{r['samples_per_second']:.0f}" if r["samples_per_second"] else "",
+                      f"{r['seconds_left']:.0f} s" if r["seconds_left"] is not None and r["status"] == "running"
+                      else "", r["status"])
+    return table
+
+
+def follow(look, echo, terminal: bool, interval: float = 1.0) -> list[dict]:
+    """Show what look() returns, (rows, whether the job ended), every `interval` seconds until it ended:
+    a live table on a terminal, else a line per run whenever its evaluation or status changes.
+    Returns the last rows."""
+    shown: dict = {}
+
+    def lines(rows):
+        for r in rows:
+            key = (r["status"], r["accuracy"], r["iteration"] if r["status"] != "running" else None)
+            if shown.get(r["name"]) != key:
+                shown[r["name"]] = key
+                echo(line(r))
+
+    if not terminal:
+        rows, done = look()
+        while not done:
+            lines(rows)
+            time.sleep(interval)
+            rows, done = look()
+        lines(rows)
+        return rows
+    from rich.live import Live
+
+    rows, done = look()
+    with Live(live_table(rows), refresh_per_second=4) as view:
+        while not done:
+            time.sleep(interval)
+            rows, done = look()
+            view.update(live_table(rows))
+    return rows

@@ -4,24 +4,37 @@
                  metrics.jsonl   one object per evaluation: iteration, loss, accuracy (%), elapsed (s)
                  summary.json    name, status, iterations, final_accuracy, final_loss, wall_seconds, ...
                  model.pt        weights, optimizer and progress: loadable by any rnnjob command
+                 progress.json   where it stands between evaluations (for watch)
+                 events.out.tfevents.*   TensorBoard's view of the same numbers
+    <out>/<grid>/grid.yaml       a grid's name, tune settings and trials; one run directory per trial
 
 A run directory is a location (see storage): a local or shared folder, or a URI. Every file is
 written whole (under a temporary name, then renamed, where the file system allows), so a reader,
 or a crash, never sees half a file.
 """
 
+import contextlib
+import dataclasses
+import fcntl
 import io
 import json
+import os
 import time
 from typing import Optional
 
 import torch
+import yaml
 
 from . import spec as specs
 from . import storage
 from .model import RNNModel, count_params
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
+PROGRESS = "progress.json"  # where a run stands between evaluations (telemetry.ProgressFile writes it)
+GRID = "grid.yaml"  # in a grid's directory: its name, tune settings and trials, for `rnnjob resume`
+LOCK = ".lock"  # held by the process that trains into a run directory (a local or shared folder)
+FAILED = ".failed"  # why Ray workers stopped on a failure that a retry would only repeat
+STALE_S = 600  # a run on an object store (no locks there) counts as running while it reported this recently
 FORMAT = "rnnjob-model/2"  # /2: the optimizer's state is torch.optim's own state_dict
 READABLE = {FORMAT, "rnnjob-model/1"}  # /1's weights still load (rnnjob eval)
 
@@ -33,6 +46,48 @@ def create(out_dir, name: str) -> str:
         if storage.make_new_dir(run):  # two jobs racing for one name get different directories
             return run
     raise RuntimeError(f"{out_dir}: no free run directory name for {name!r}")
+
+
+@contextlib.contextmanager
+def lock(run):
+    """Held while this process trains into `run`; a second process that tries is refused (BadInput).
+    Object stores have no locks: there, `running` goes by how recently the run reported progress."""
+    if storage.is_uri(run):
+        yield
+        return
+    fd = os.open(storage.join(run, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise specs.SpecError(f"{run}: still running (another process trains into it)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def running(run) -> bool:
+    """Whether a process trains into `run` right now (its lock is held; on an object store: it reported
+    progress in the last STALE_S seconds, or it has no summary and nothing else to go by)."""
+    if storage.is_uri(run):
+        place = storage.join(run, PROGRESS)
+        if not storage.exists(place):
+            return not has_summary(run)
+        try:
+            return time.time() - json.loads(storage.read_bytes(place)).get("updated", 0) < STALE_S
+        except ValueError:
+            return True
+    try:
+        fd = os.open(storage.join(run, LOCK), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:  # never locked: made by an older rnnjob, or not yet started
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def write_config(run, spec: specs.JobSpec) -> None:
@@ -84,13 +139,39 @@ def finish(run, spec: specs.JobSpec, status: str, started: float, error: Optiona
         "threads": setup["threads"],  # per worker
         "params": setup["params"],
         "restarts": state.get("restarts", 0),
+        "resumes": state.get("resumes", []),
         "nodes": setup["nodes"],
         "gradient_sync": setup["gradient_sync"],
     }
+    stretched = [r for r in summary["resumes"] if r["iters"] != r["previous_iters"]]
+    if stretched and spec.train.lr_decay == "cosine":
+        r = stretched[-1]
+        summary["lr_schedule"] = (f"cosine over {r['iters']} iterations since the resume at iteration "
+                                  f"{r['iteration']} (over {r['previous_iters']} before it)")
     if error:
         summary["error"] = error
     storage.write_bytes(storage.join(run, SUMMARY), (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def write_grid(grid_dir, grid: specs.Grid) -> None:
+    text = {"name": grid.name, "tune": dataclasses.asdict(grid.tune), "trials": [t.name for t in grid.trials],
+            "values": {t.name: [[k, v] for k, v in t.values] for t in grid.trials}}
+    storage.write_bytes(storage.join(grid_dir, GRID), yaml.safe_dump(text, sort_keys=False).encode())
+
+
+def read_grid(grid_dir) -> specs.Grid:
+    """A grid's directory as a Grid again: its trials' specs from their own config.yaml."""
+    where = storage.join(grid_dir, GRID)
+    raw = specs.parse_yaml(storage.read_bytes(where).decode(), where)
+    tune = specs.TuneSpec(**raw["tune"])
+    trials = tuple(specs.Trial(name, read_config(storage.join(grid_dir, name)),
+                               tuple((k, v) for k, v in raw["values"][name])) for name in raw["trials"])
+    return specs.Grid(raw["name"], trials, tune, str(grid_dir))
+
+
+def is_grid(location) -> bool:
+    return storage.exists(storage.join(location, GRID))
 
 
 def read_summary(run) -> dict:
@@ -101,6 +182,12 @@ def last_iteration(run) -> int:
     """The iteration of the run's last evaluation (its last checkpoint), 0 if none."""
     history = read_metrics(run)
     return history[-1]["iteration"] if history else 0
+
+
+def clear_outcome(run) -> None:
+    """Forget how the last attempt ended (its summary, a failure's reason): the run carries on."""
+    for name in (SUMMARY, FAILED):
+        storage.remove(storage.join(run, name))
 
 
 def has_summary(run) -> bool:

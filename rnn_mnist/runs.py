@@ -1,16 +1,18 @@
-"""A run's life, wherever it trains: one owner for `rnnjob run`, `rnnjob submit` and grids.
+"""A run's life, wherever it trains: one owner for `rnnjob run`, `submit`, grids and `resume`.
 
 Each entry point does, in order: the checks that need no run directory (bad input leaves nothing
-behind), the run directory and its config.yaml, the training, and summary.json on every outcome
-(completed, failed, interrupted, stopped) through `rundir.finish`. Paths are resolved once, here
-(`spec.resolved`). Ray is imported only by the functions that use it.
+behind), the run directory (locked while this process trains into it) and its config.yaml, the
+training, and summary.json on every outcome (completed, failed, interrupted, stopped) through
+`rundir.finish`. Paths are resolved once, here (`spec.resolved`). Ray is imported only by the
+functions that use it.
 """
 
 import contextlib
+import dataclasses
 import time
 from typing import Callable, Optional
 
-from . import data, loop, rundir, storage
+from . import data, loop, rundir, storage, telemetry, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 from .kernels import process
@@ -30,45 +32,60 @@ def outcome(run: str, spec: specs.JobSpec, started: float, device: Optional[str]
         rundir.finish(run, spec, "interrupted", started, "interrupted by the user", device)
         raise Interrupted(f"interrupted; the last evaluated model is in {run}") from None
     rundir.finish(run, spec, "completed", started, device=device)
+    timeline.mark("summary written")
+
+
+def _train_here(run, spec, device, started, progress, saved=None) -> dict:
+    with outcome(run, spec, started, device.type):
+        process.tune(device.type)
+        loop.fit(spec, device, run, loop.Hooks(saved), publishers=[telemetry.Callback(progress)] if progress else [])
+    return rundir.read_summary(run)
+
+
+def _train_on_ray(ray_train, run, spec, started, progress, resume=False) -> dict:
+    following = telemetry.following(run, progress) if progress else contextlib.nullcontext()
+    with outcome(run, spec, started), following:
+        ray_train.fit(spec, run, ray_train.Fault.from_env(), resume)
+    return rundir.read_summary(run)
 
 
 def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
           started: Optional[float] = None) -> tuple[str, dict]:
-    """Train in this process (no Ray). Returns (run directory, summary)."""
+    """Train in this process (no Ray). progress: called with a tick (iteration, loss, ...) every few
+    steps. Returns (run directory, summary)."""
     started = started or time.time()
     spec = specs.resolved(spec)
     device = loop.resolve_device(device_name)
     data.fetch(spec.data.root, log=echo)
     run = rundir.create(spec.output.location, spec.name)
-    rundir.write_config(run, spec)
-    m = spec.model
-    echo(f"run directory: {run}  (model {m.cell}/{m.nonlinearity}, {m.layer_dim} layer(s), device {device.type})")
-    with outcome(run, spec, started, device.type):
-        process.tune(device.type)
-        loop.fit(spec, device, run, progress=progress)
-    return run, rundir.read_summary(run)
+    with rundir.lock(run):
+        rundir.write_config(run, spec)
+        m = spec.model
+        echo(f"run directory: {run}  ({spec.train.iters} iterations, model {m.cell}/{m.nonlinearity}, "
+             f"{m.layer_dim} layer(s), device {device.type})")
+        return run, _train_here(run, spec, device, started, progress)
 
 
-def on_ray(spec: specs.JobSpec, echo: Echo, started: Optional[float] = None) -> tuple[str, dict]:
-    """Train as one Ray Train job on the cluster in $RAY_ADDRESS, or on an embedded Ray."""
+def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[float] = None) -> tuple[str, dict]:
+    """Train as one Ray Train job on the cluster in $RAY_ADDRESS, or on an embedded Ray. progress: called
+    with the workers' progress.json whenever it changes."""
     from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
 
     started = started or time.time()
     spec = specs.resolved(spec)
     ray_train.check_batch(spec)
-    fault = ray_train.Fault.from_env()
+    ray_train.Fault.from_env()  # a malformed setting is bad input, before anything starts
     data.fetch(spec.data.root, log=echo)
     with ray_train.session(echo):
         spec = ray_train.with_cpus(spec)
         ray_train.check_fits(spec)
         run = rundir.create(spec.output.location, spec.name)
-        rundir.write_config(run, spec)
-        s = spec.scaling
-        echo(f"run directory: {run}  ({s.workers} worker(s) of {s.cpus_per_worker} CPU(s)"
-             f"{' and 1 GPU' if s.gpu else ''})")
-        with outcome(run, spec, started):
-            ray_train.fit(spec, run, fault)
-    return run, rundir.read_summary(run)
+        with rundir.lock(run):
+            rundir.write_config(run, spec)
+            s = spec.scaling
+            echo(f"run directory: {run}  ({spec.train.iters} iterations, {s.workers} worker(s) of "
+                 f"{s.cpus_per_worker} CPU(s){' and 1 GPU' if s.gpu else ''})")
+            return run, _train_on_ray(ray_train, run, spec, started, progress)
 
 
 def grid(grid: specs.Grid, echo: Echo, max_concurrent: Optional[int] = None,
@@ -83,35 +100,171 @@ def grid(grid: specs.Grid, echo: Echo, max_concurrent: Optional[int] = None,
         ray_train.check_batch(trial.spec)
         data.fetch(trial.spec.data.root, log=echo)
     with ray_train.session(echo):
-        from . import grid as grids
-
         for trial in grid.trials:
             ray_train.check_fits(trial.spec)
         grid_dir = rundir.create(grid.output_dir, grid.name)
+        rundir.write_grid(grid_dir, grid)
         runs = {t.name: rundir.create(grid_dir, t.name) for t in grid.trials}
-        for trial in grid.trials:
+        return grid_dir, _run_trials(grid, grid.trials, grid_dir, runs, echo, max_concurrent, started, resume=False)
+
+
+def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, max_concurrent, started,
+                resume: bool) -> list[dict]:
+    """Run `todo` (trials of grid) into their directories, each locked meanwhile; a summary for every
+    trial of the grid, the ones not in `todo` as they were."""
+    from . import grid as grids
+
+    todo_grid = dataclasses.replace(grid, trials=tuple(todo))
+    at_once = grids.concurrency(todo_grid, max_concurrent)
+    with contextlib.ExitStack() as locks:
+        for trial in todo:
+            locks.enter_context(rundir.lock(runs[trial.name]))
             rundir.write_config(runs[trial.name], trial.spec)
-        at_once = grids.concurrency(grid, max_concurrent)
-        echo(f"grid directory: {grid_dir}  ({len(grid.trials)} trials, {at_once} at a time)")
+        echo(f"grid directory: {grid_dir}  ({len(todo)} trials{' to resume' if resume else ''}, "
+             f"{at_once} at a time)")
         outcomes, interrupted = {}, False
         try:
-            outcomes = grids.run(grid, grid_dir, runs, at_once)
+            outcomes = grids.run(todo_grid, grid_dir, runs, at_once, resume)
         except KeyboardInterrupt:
             interrupted = True
         summaries = []
         for trial in grid.trials:
             run = runs[trial.name]
+            if trial not in todo:
+                summaries.append(rundir.read_summary(run))
+                continue
             finished = rundir.last_iteration(run) == trial.spec.train.iters
             status, error = outcomes.get(trial.name) or (
                 ("completed", None) if finished else ("interrupted", "interrupted by the user"))
             summaries.append(rundir.finish(run, trial.spec, status, started, error))
+            telemetry.write_hparams(run, dict(trial.values), summaries[-1])
     if interrupted:
         raise Interrupted(f"interrupted; the trials' last evaluated models are in {grid_dir}")
-    return grid_dir, summaries
+    return summaries
+
+
+def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: str = "auto",
+           ray: Optional[bool] = None, scaling: Optional[dict] = None, progress=None,
+           max_concurrent: Optional[int] = None, started: Optional[float] = None):
+    """Carry on a run (or a grid's unfinished trials) in its own directory from its last checkpoint.
+
+    iters: train on to this many iterations in all (a cosine schedule then spans the new total).
+    ray: on Ray (True), in this process (False), or as the run was made (None: on Ray if it has ray/).
+    scaling: scaling fields to change on Ray (workers, gpu). Returns (location, summaries), or None if
+    there was nothing to do."""
+    started = started or time.time()
+    wrong = storage.problem(location)
+    if wrong:
+        raise BadInput(f"{location}: {wrong}")
+    if rundir.is_grid(location):
+        return _resume_grid(location, echo, iters, scaling or {}, max_concurrent, started)
+    spec, state = _resumable(location, iters)
+    target = iters or spec.train.iters
+    if state and state["iteration"] >= target:
+        if not rundir.has_summary(location) or rundir.read_summary(location)["status"] != "completed":
+            rundir.finish(location, spec, "completed", started)  # it died between its last checkpoint and its end
+        echo(f"{location}: already completed {state['iteration']} iterations; nothing to do "
+             "(--iters N trains it on to N)")
+        return None
+    spec = _carried_on(spec, target, scaling or {})
+    ray = storage.exists(storage.join(location, "ray")) if ray is None else ray
+    done = state["iteration"] if state else 0
+    if not ray:
+        device = loop.resolve_device(device_name)
+        data.fetch(spec.data.root, log=echo)
+        with rundir.lock(location):
+            _restart(location, spec, echo, done)
+            return location, [_train_here(location, spec, device, started, progress, saved=state)]
+    from . import ray_train
+
+    ray_train.check_batch(spec)
+    data.fetch(spec.data.root, log=echo)
+    with ray_train.session(echo):
+        spec = ray_train.with_cpus(spec)
+        ray_train.check_fits(spec)
+        with rundir.lock(location):
+            _restart(location, spec, echo, done)
+            return location, [_train_on_ray(ray_train, location, spec, started, progress, resume=state is not None)]
+
+
+def _resumable(run: str, iters: Optional[int]) -> tuple[specs.JobSpec, Optional[dict]]:
+    """(its spec, its last checkpoint or None), or BadInput saying why the run cannot carry on."""
+    if not storage.exists(storage.join(run, rundir.CONFIG)):
+        raise BadInput(f"{run}: not a run directory (no {rundir.CONFIG}) nor a grid's (no {rundir.GRID})")
+    spec = rundir.read_config(run)
+    if rundir.running(run):
+        raise BadInput(f"{run}: still running (another process trains into it)")
+    state = None
+    if storage.exists(storage.join(run, rundir.MODEL)):
+        try:
+            state = rundir.load_model(run)
+        except Exception as e:  # damaged, or not ours
+            raise BadInput(f"{run}: cannot load its {rundir.MODEL}: {str(e).splitlines()[0]}") from None
+        if state["format"] != rundir.FORMAT:
+            raise BadInput(f"{run}: its {rundir.MODEL} comes from an older rnnjob, whose optimizer state cannot "
+                           "carry on; train it anew")
+        saved = specs.from_dict(state["spec"], storage.join(run, rundir.MODEL))
+        # what trains the model must match; its length may grow, and where and on how many workers it runs
+        # may change (the global batch, so the math, stays the same)
+        trains = lambda s: (s.name, s.model, dataclasses.replace(s.train, iters=0))  # noqa: E731
+        if trains(saved) != trains(spec):
+            raise BadInput(f"{run}: its {rundir.MODEL} was trained with another spec than its {rundir.CONFIG}; "
+                           "resume only what that spec trained")
+    if iters is not None and state and iters < state["iteration"]:
+        raise BadInput(f"--iters {iters}: {run} has trained {state['iteration']} iterations already")
+    return spec, state
+
+
+def _carried_on(spec: specs.JobSpec, iters: int, scaling: dict) -> specs.JobSpec:
+    if "workers" in scaling:  # the CPUs each worker got were the cluster's share for the old count
+        scaling = {**scaling, "cpus_per_worker": None}
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, iters=iters),
+                               scaling=dataclasses.replace(spec.scaling, **scaling))
+    specs.from_dict(spec.to_dict(), "resume")  # the changed fields, checked like any spec
+    return spec
+
+
+def _restart(run: str, spec: specs.JobSpec, echo: Echo, done: int) -> None:
+    """The run directory made ready to carry on: its new config, no outcome of the last attempt."""
+    rundir.write_config(run, spec)
+    rundir.clear_outcome(run)
+    echo(f"run directory: {run}  (resuming at iteration {done}, to {spec.train.iters} iterations)")
+
+
+def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent, started):
+    from . import ray_train
+
+    grid = rundir.read_grid(grid_dir)
+    runs = {t.name: storage.join(grid_dir, t.name) for t in grid.trials}
+    todo = []
+    for trial in grid.trials:
+        ended = rundir.read_summary(runs[trial.name]).get("status") if rundir.has_summary(runs[trial.name]) else None
+        if ended in ("completed", "stopped") and iters is None:
+            continue  # finished, or stopped by the scheduler on purpose: left as they are
+        spec, state = _resumable(runs[trial.name], iters)
+        if state and state["iteration"] >= (iters or spec.train.iters):
+            continue
+        todo.append(dataclasses.replace(trial, spec=_carried_on(spec, iters or spec.train.iters, scaling)))
+    if not todo:
+        echo(f"{grid_dir}: every trial has completed or was stopped by the scheduler; nothing to do")
+        return None
+    for trial in todo:
+        ray_train.check_batch(trial.spec)
+        data.fetch(trial.spec.data.root, log=echo)
+    with ray_train.session(echo):
+        for trial in todo:
+            ray_train.check_fits(trial.spec)
+            rundir.clear_outcome(runs[trial.name])
+        resumed = {t.name: t for t in todo}
+        grid = dataclasses.replace(grid, trials=tuple(resumed.get(t.name, t) for t in grid.trials))
+        return grid_dir, _run_trials(grid, todo, grid_dir, runs, echo, max_concurrent, started, resume=True)
 
 
 def evaluate(location: str, device_name: str) -> tuple[int, float]:
     """A saved model's (iteration, test accuracy in %): a run directory or its model.pt, path or URI."""
+    wrong = storage.problem(location)
+    if wrong:
+        raise BadInput(f"{location}: {wrong}")
     if not storage.exists(location):
         raise BadInput(f"{location}: no such run directory or model file")
     try:

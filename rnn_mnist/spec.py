@@ -8,8 +8,10 @@ number, got 'fast'`.
 import copy
 import dataclasses
 import itertools
+import math
 import os
 import re
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -24,12 +26,29 @@ class SpecError(BadInput):
     """A job spec that cannot be used; the message is meant for the user as is."""
 
 
+MAX_FILE_BYTES = 1 << 20  # a job file is a few hundred bytes; anything this large is a mistake
+MAX_TRIALS = 1000  # a grid's product; more is a typo, or wants a sampled search
+SEED_LIMIT = 2**32  # numpy's and most tools' seed range; torch's generators overflow near 2**64
+
+
+def _up_to(limit):
+    """A positive number (finite) at most `limit`."""
+    return lambda v: 0 < v <= limit and math.isfinite(v)
+
+
 def _positive(v):
-    return v > 0
+    return v > 0 and math.isfinite(v)
 
 
-def _non_negative(v):
-    return v >= 0
+_quote = reprlib.Repr()  # bounded work and length, however large or deep a value is (keywords: Python 3.12+)
+_quote.maxstring, _quote.maxother, _quote.maxlevel = 60, 60, 2
+_quote.maxlist = _quote.maxdict = _quote.maxtuple = _quote.maxset = 4
+
+
+def show(value) -> str:
+    """A bad value as an error line quotes it: at most about 80 characters, however large or deep it is."""
+    text = _quote.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _meta(help, check=None, rule=None, choices=None):
@@ -44,8 +63,8 @@ def _opt(default, help, **kw):
 class ModelSpec:
     cell: str = _opt("rnn", "recurrent cell", choices=("rnn", "lstm", "gru"))
     nonlinearity: str = _opt("tanh", "rnn cell only: relu or tanh", choices=("relu", "tanh"))
-    hidden_dim: int = _opt(100, "units per recurrent layer", check=_positive, rule="a positive integer")
-    layer_dim: int = _opt(1, "stacked recurrent layers", check=_positive, rule="a positive integer")
+    hidden_dim: int = _opt(100, "units per recurrent layer", check=_up_to(4096), rule="an integer from 1 to 4096")
+    layer_dim: int = _opt(1, "stacked recurrent layers", check=_up_to(16), rule="an integer from 1 to 16")
     # the same parameters either way; the kernel changes float rounding and speed only
     kernel: str = _opt("auto", "auto: rnnjob's CPU kernel for the rnn cell on a CPU (rnn_mnist/kernels), "
                        "else torch's; torch: torch's own layers everywhere", choices=("auto", "torch"))
@@ -53,14 +72,17 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    batch_size: int = _opt(100, "global batch, split across workers", check=_positive, rule="a positive integer")
-    iters: int = _opt(3000, "optimizer steps in all", check=_positive, rule="a positive integer")
+    batch_size: int = _opt(100, "global batch, split across workers", check=_up_to(60_000),
+                           rule="an integer from 1 to 60000 (the training set)")
+    iters: int = _opt(3000, "optimizer steps in all", check=_up_to(10**8), rule="an integer from 1 to 100000000")
     lr: float = _opt(0.01, "learning rate", check=_positive, rule="a positive number")
     optimizer: str = _opt("sgd", "sgd or adam", choices=("sgd", "adam"))
     momentum: float = _opt(0.0, "sgd momentum", check=lambda v: 0 <= v < 1, rule="a number in [0, 1)")
     lr_decay: str = _opt("none", "none, or cosine: lr falls to 0 over the iterations", choices=("none", "cosine"))
-    eval_every: int = _opt(500, "test-set evaluation period, iterations", check=_positive, rule="a positive integer")
-    seed: int = _opt(0, "seeds weights and data order", check=_non_negative, rule="a non-negative integer")
+    eval_every: int = _opt(500, "test-set evaluation period, iterations", check=_up_to(10**8),
+                           rule="an integer from 1 to 100000000")
+    seed: int = _opt(0, "seeds weights and data order", check=lambda v: 0 <= v < SEED_LIMIT,
+                     rule="an integer from 0 to 4294967295")
     # exploding gradients are the plain rnn's classic failure; clipping is off by default like the seed
     grad_clip: Optional[float] = _opt(None, "max gradient norm, or null", check=_positive,
                                       rule="a positive number or null")
@@ -73,13 +95,13 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ScalingSpec:
-    workers: int = _opt(1, "training processes (Ray workers)", check=_positive, rule="a positive integer")
+    workers: int = _opt(1, "training processes (Ray workers)", check=_up_to(1024), rule="an integer from 1 to 1024")
     gpu: bool = _opt(False, "one GPU per worker")
     max_failures: int = _opt(2, "worker failures survived by restarting from the last checkpoint",
-                             check=_non_negative, rule="a non-negative integer")
+                             check=lambda v: 0 <= v <= 100, rule="an integer from 0 to 100")
     # null: a job on its own shares the cluster's CPUs among its workers; a grid's trials take 1 each
     cpus_per_worker: Optional[int] = _opt(None, "CPUs (and torch threads) per worker, or null",
-                                          check=_positive, rule="a positive integer or null")
+                                          check=_up_to(1024), rule="an integer from 1 to 1024, or null")
 
 
 @dataclass(frozen=True)
@@ -93,13 +115,13 @@ class OutputSpec:
         return self.storage or self.dir
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=,+-]{0,99}")
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    name: str = _opt("job", "run directory name", check=lambda v: bool(_NAME.match(v)),
-                     rule="letters, digits and . _ = , + - (not starting with a symbol)")
+    name: str = _opt("job", "run directory name", check=lambda v: bool(_NAME.fullmatch(v)),
+                     rule="up to 100 letters, digits and . _ = , + - (not starting with a symbol)")
     model: ModelSpec = field(default_factory=ModelSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -118,15 +140,16 @@ class TuneSpec:
     metric: str = _opt("accuracy", "what asha compares", choices=("accuracy", "loss"))
     mode: str = _opt("max", "whether the metric should be high or low", choices=("max", "min"))
     grace_period: int = _opt(2, "evaluations every trial gets before asha may stop it",
-                             check=_positive, rule="a positive integer")
+                             check=_up_to(10**6), rule="an integer from 1 to 1000000")
     max_concurrent: Optional[int] = _opt(None, "trials at once; null: as many as the cluster holds",
-                                         check=_positive, rule="a positive integer or null")
+                                         check=_up_to(1024), rule="an integer from 1 to 1024, or null")
 
 
 @dataclass(frozen=True)
 class Trial:
     name: str  # its values, e.g. lr=0.1,layer_dim=2; also its run directory's name
     spec: JobSpec
+    values: tuple = ()  # (dotted key, value) pairs that this trial sets: its hyperparameters
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,7 @@ class Grid:
     trials: tuple
     tune: TuneSpec
     output_dir: str
+    presets: tuple = ()  # the job files that `preset:` names (Paths beside the grid file)
 
 
 def _type_name(t) -> str:
@@ -153,7 +177,7 @@ def _coerce(value, ftype, rule, where):
         return float(value)
     if isinstance(value, base) and not (base is int and isinstance(value, bool)):
         return value
-    raise SpecError(f"{where}: expected {rule or _type_name(base)}, got {value!r}")
+    raise SpecError(f"{where}: expected {rule or _type_name(base)}, got {show(value)}")
 
 
 # fields an older rnnjob wrote into run directories: still read, and ignored
@@ -163,7 +187,7 @@ RETIRED = {"scaling.local_sync"}
 def _build(cls, raw, path, source):
     if not isinstance(raw, dict):
         where = f"{source}: {path}" if path else source
-        raise SpecError(f"{where}: expected a mapping of fields, got {raw!r}")
+        raise SpecError(f"{where}: expected a mapping of fields, got {show(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     raw = {k: v for k, v in raw.items() if f"{path}.{k}" not in RETIRED}
     for key in raw:
@@ -183,14 +207,26 @@ def _build(cls, raw, path, source):
         meta = f.metadata
         value = _coerce(raw[name], f.type, meta.get("rule"), where)
         if meta.get("choices") and value not in meta["choices"]:
-            raise SpecError(f"{where}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+            raise SpecError(f"{where}: expected one of {', '.join(meta['choices'])}, got {show(value)}")
         if value is not None and meta.get("check") and not meta["check"](value):
-            raise SpecError(f"{where}: expected {meta['rule']}, got {value!r}")
+            raise SpecError(f"{where}: expected {meta['rule']}, got {show(value)}")
         values[name] = value
     return cls(**values)
 
 
 def _cross_check(spec: JobSpec, source: str) -> None:
+    for dotted, place, uri_allowed in (("data.root", spec.data.root, False), ("output.dir", spec.output.dir, False),
+                                       ("output.storage", spec.output.storage, True)):
+        if place is None:
+            continue
+        if not place.strip() or "\0" in place:
+            raise SpecError(f"{source}: {dotted}: expected a folder, got {show(place)}")
+        if storage.is_uri(place) and not uri_allowed:
+            raise SpecError(f"{source}: {dotted}: {show(place)} is a URI; {dotted} is a local folder"
+                            + (" (a shared one or a URI goes in output.storage)" if dotted == "output.dir" else ""))
+        wrong = storage.problem(place)
+        if wrong:
+            raise SpecError(f"{source}: {dotted}: {wrong}")
     if spec.model.cell != "rnn" and spec.model.nonlinearity != "tanh":
         raise SpecError(f"{source}: model.nonlinearity: {spec.model.nonlinearity!r} applies to the rnn cell only,"
                         f" not {spec.model.cell!r} (leave it out or set tanh)")
@@ -205,11 +241,16 @@ def from_dict(raw: dict, source: str = "<spec>") -> JobSpec:
 def read_yaml(path: Path) -> dict:
     """The raw mapping in a spec file, or a SpecError naming the file."""
     try:
-        text = Path(path).read_text()
+        size = Path(path).stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise SpecError(f"{path}: {size} bytes; a job file holds at most {MAX_FILE_BYTES} bytes")
+        text = Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SpecError(f"{path}: is a directory, not a job file") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
     raw = parse_yaml(text, path)
@@ -224,7 +265,9 @@ def parse_yaml(text: str, path) -> dict:
         mark = getattr(e, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}: {line}malformed YAML: {problem}") from None
+        raise SpecError(f"{path}: {line}malformed YAML: {show(problem)[1:-1]}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a job spec") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -232,15 +275,21 @@ def parse_yaml(text: str, path) -> dict:
     return raw
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """`train.lr=0.05` -> ("train.lr", 0.05); the value is read as YAML."""
+    """`train.lr=0.05` -> ("train.lr", 0.05); the value is read as YAML, and a number in any of
+    Python's spellings (1e-3, which YAML 1.1 reads as a string) is a number."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise SpecError(f"--set {text}: expected dotted.key=value")
+        raise SpecError(f"--set {show(text)[1:-1]}: expected dotted.key=value")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         parsed = value
+    if isinstance(parsed, str) and _NUMBER.fullmatch(parsed.strip()):
+        parsed = float(parsed)
     return key.strip(), parsed
 
 
@@ -255,11 +304,18 @@ def set_dotted(raw: dict, key: str, value, where: str) -> None:
     node[leaf] = value
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+def apply_overrides(raw: dict, overrides) -> dict:
+    """raw with each override set: `dotted.key=value` text (--set, read as YAML), or a (dotted key,
+    value) pair taken as it is (the dedicated flags: --out 2024-01-01 is a folder, not a date)."""
     raw = copy.deepcopy(raw)
-    for text in overrides:
-        key, value = parse_override(text)
-        set_dotted(raw, key, value, f"--set {text}")
+    for override in overrides:
+        if isinstance(override, tuple):
+            key, value = override
+            where = f"--set {key}"
+        else:
+            key, value = parse_override(override)
+            where = f"--set {show(override)[1:-1]}"
+        set_dotted(raw, key, value, where)
     return raw
 
 
@@ -296,11 +352,16 @@ def trial_name(combo) -> str:
     return re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))
 
 
+def _preset_path(grid_file: Path, name, where: str) -> Path:
+    """The job file that `preset: [name]` means: beside the grid file, and nowhere else."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise SpecError(f"{where}: expected the name of a job file beside the grid file, got {show(name)}")
+    return Path(grid_file).parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+
+
 def _preset(grid_file: Path, name, where: str) -> dict:
     """The raw spec of a job file swept by `preset:`, found beside the grid file."""
-    if not isinstance(name, str) or not name:
-        raise SpecError(f"{where}: expected the name of a job file, got {name!r}")
-    path = Path(grid_file).parent / (name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    path = _preset_path(grid_file, name, where)
     if not path.exists():
         raise SpecError(f"{where}: no job file {path}")
     raw = read_yaml(path)
@@ -333,13 +394,16 @@ def _trial_raw(raw: dict, combo, grid_file: Path, where: str) -> dict:
     return out
 
 
+_GRID_KEY = re.compile(r"preset|[a-z_]{1,40}(\.[a-z_]{1,40}){0,3}")
+
+
 def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None) -> Grid:
     """Read a grid file and check every value, then every trial, before anything runs."""
     source = str(path)
     raw = read_yaml(path) if raw is None else raw
     grid, tune = raw.pop("grid", None), raw.pop("tune", None) or {}
     if not isinstance(grid, dict) or not grid:
-        raise SpecError(f"{source}: grid: expected a mapping of dotted keys to lists of values, got {grid!r}")
+        raise SpecError(f"{source}: grid: expected a mapping of dotted keys to lists of values, got {show(grid)}")
     tune_spec = _build(TuneSpec, tune, "tune", source)
     from_dict(raw, source)  # the grid's own fields, blamed on the file
     if overrides:
@@ -347,14 +411,19 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         from_dict(raw, f"{source} (with --set)")
     axes = []
     for key, values in grid.items():
+        if not isinstance(key, str) or not _GRID_KEY.fullmatch(key):
+            raise SpecError(f"{source}: grid: {show(key)} is not a dotted field (like train.lr) nor preset")
         if key == "name" or key.startswith("output"):
             raise SpecError(f"{source}: grid.{key}: cannot be swept (every trial's directory sits in the grid's)")
         if not isinstance(values, list) or not values:
-            raise SpecError(f"{source}: grid.{key}: expected a non-empty list of values, got {values!r}")
+            raise SpecError(f"{source}: grid.{key}: expected a non-empty list of values, got {show(values)}")
         axes.append([(key, value) for value in values])
+    size = math.prod(len(axis) for axis in axes)
+    if size > MAX_TRIALS:
+        raise SpecError(f"{source}: grid: {size} trials; a grid runs at most {MAX_TRIALS}")
     for axis in axes:  # each value alone first, so an error names the key and the value
         for key, value in axis:
-            where = f"{source}: grid {key}={value!r}"
+            where = f"{source}: grid {key}={show(value)}"
             from_dict(_trial_raw(raw, [(key, value)], path, where), where)
     trials = []
     for combo in itertools.product(*axes):
@@ -362,10 +431,11 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         where = f"{source}: grid trial {name}"
         trial_raw = _trial_raw(raw, combo, path, where)
         trial_raw["name"] = name
-        trials.append(Trial(name, from_dict(trial_raw, where)))
+        trials.append(Trial(name, from_dict(trial_raw, where), tuple(combo)))
     if len({t.name for t in trials}) < len(trials):
         raise SpecError(f"{source}: grid: two trials would share a name; make the values distinct")
-    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location)
+    presets = tuple(_preset_path(path, value, source) for value in grid.get("preset", []))
+    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location, presets)
 
 
 HOME_ENV = "RNNJOB_HOME"  # where relative data and output paths start; default: the working folder
@@ -389,7 +459,7 @@ def resolved(job):
     base = Path(os.environ.get(HOME_ENV) or ".").expanduser()
     if isinstance(job, JobSpec):
         return _resolved_spec(job, base)
-    trials = tuple(Trial(t.name, _resolved_spec(t.spec, base)) for t in job.trials)
+    trials = tuple(dataclasses.replace(t, spec=_resolved_spec(t.spec, base)) for t in job.trials)
     return dataclasses.replace(job, trials=trials, output_dir=trials[0].spec.output.location)
 
 

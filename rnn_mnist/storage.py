@@ -2,7 +2,10 @@
 know (s3://, gs://, file://, ...). Locations are plain strings; local ones stay as the user wrote them."""
 
 import posixpath
+import re
+import uuid
 from pathlib import Path
+from typing import Optional
 
 from .files import atomic_write
 
@@ -13,8 +16,28 @@ def _pafs():
     return pyarrow.fs
 
 
+# pyarrow's file systems; s3 and gs need credentials where the job runs, file:// is a local path
+SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+_ALMOST_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
+
+
 def is_uri(location) -> bool:
     return "://" in str(location)
+
+
+def problem(location) -> Optional[str]:
+    """What is wrong with a location as a place for runs, or None: an unknown scheme, or a URI
+    that lost a slash (s3:/bucket would otherwise be a local folder named 's3:')."""
+    text = str(location)
+    if is_uri(text):
+        scheme = text.split("://", 1)[0].lower()
+        if scheme not in SCHEMES:
+            return f"unknown scheme {scheme[:20]!r} (known: {', '.join(SCHEMES)})"
+        return None
+    almost = _ALMOST_URI.match(text)
+    if almost and almost.group(1).lower() in SCHEMES:
+        return f"looks like a URI with one slash; did you mean {almost.group(1)}://{text[almost.end():][:40]}?"
+    return None
 
 
 def _fs(location):
@@ -22,6 +45,11 @@ def _fs(location):
     if is_uri(location):
         return _pafs().FileSystem.from_uri(str(location))
     return _pafs().LocalFileSystem(), str(Path(location).resolve())
+
+
+def basename(location) -> str:
+    """The last part of a location: a run directory's name."""
+    return posixpath.basename(str(location).rstrip("/"))
 
 
 def join(location, *names) -> str:
@@ -47,6 +75,16 @@ def read_bytes(location) -> bytes:
         return f.read()
 
 
+def remove(location) -> None:
+    """Delete a file if it is there."""
+    if not is_uri(location):
+        Path(location).unlink(missing_ok=True)
+        return
+    fs, path = _fs(location)
+    if fs.get_file_info(path).type == _pafs().FileType.File:
+        fs.delete_file(path)
+
+
 def exists(location) -> bool:
     if not is_uri(location):
         return Path(location).exists()
@@ -70,11 +108,17 @@ def make_new_dir(location) -> bool:
             return True
         except FileExistsError:
             return False
+    # an object store has no atomic "create if absent" for folders: each claimant writes its own claim,
+    # then lists them; whoever sees a claim besides its own moves on (at most one keeps the name, and
+    # where two race, possibly neither)
     fs, path = _fs(location)
     if fs.get_file_info(path).type != _pafs().FileType.NotFound:
         return False
-    fs.create_dir(path, recursive=True)
-    return True
+    claims = posixpath.join(path, ".claims")
+    fs.create_dir(claims, recursive=True)
+    with fs.open_output_stream(posixpath.join(claims, uuid.uuid4().hex)) as f:
+        f.write(b"")
+    return len(fs.get_file_info(_pafs().FileSelector(claims))) == 1
 
 
 def folders_holding(root, name: str) -> list[str]:

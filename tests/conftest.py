@@ -10,13 +10,32 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rnn_mnist import data
-from rnn_mnist.cli import app
-
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "jobs"
 RNNJOB = os.path.join(os.path.dirname(sys.executable), "rnnjob")  # the executable a user runs
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+
+def _ensure_ray_token() -> None:
+    """A Ray token before anything imports Ray, as `cluster/local.sh up` makes one. On a fresh machine
+    the first local Ray writes ~/.ray/auth_token itself; a process that imported Ray before that file
+    existed (this one, at collection) then starts its own local Ray, which turns token authentication
+    on, but sends no token to it: every call is refused ("Missing authorization header")."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    if (Path.home() / ".ray" / "auth_token").exists():
+        return
+    old = os.umask(0o077)
+    try:
+        subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
+    finally:
+        os.umask(old)
+
+
+_ensure_ray_token()
+
+from rnn_mnist import data  # noqa: E402  (after the token: rnn_mnist.rayenv reads it at import)
+from rnn_mnist.cli import app  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +130,11 @@ def pgroups_alive(pids) -> list:
     return sorted(set(pids) & running)
 
 
+def recorded_pids(state) -> list[int]:
+    """The process groups cluster/local.sh recorded in its state folder (each line: pid, start time, command)."""
+    return [int(line.split()[0]) for line in (state / "pids").read_text().splitlines() if line.strip()]
+
+
 def cluster(action: str, *args, timeout=300, **settings) -> subprocess.CompletedProcess:
     """cluster/local.sh ACTION ARGS with RNNJOB_CLUSTER_* settings."""
     return subprocess.run([ROOT / "cluster" / "local.sh", action, *map(str, args)], capture_output=True, text=True,
@@ -122,12 +146,55 @@ def head(tmp_path_factory):
     """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports), shared by one module."""
     state = tmp_path_factory.mktemp("cluster")
     settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(free_port()),
-                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
+                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_AGENT_PORT": str(free_port())}
     up = cluster("up", "--cpus", 2, **settings)
     assert up.returncode == 0, up.stdout + up.stderr
-    pids = [int(p) for p in (state / "pids").read_text().split()]
+    pids = recorded_pids(state)
     yield {"jobs": f"http://127.0.0.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}",
            "gcs": f"127.0.0.1:{settings['RNNJOB_CLUSTER_PORT']}", "state": state, "settings": settings}
     down = cluster("down", timeout=120, **settings)
     assert down.returncode == 0, down.stderr
     assert pgroups_alive(pids) == [] and not state.exists()
+
+
+def ctrl_c(args, when: str, timeout=300, **extra_env):
+    """Run `rnnjob ARGS`, press Ctrl-C (SIGINT) once a line of its output contains `when`, and wait for
+    it to end. Returns (the CompletedProcess, the pids of every process it had started by then)."""
+    import signal
+
+    import psutil
+
+    proc = subprocess.Popen([RNNJOB, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=clean_env(**extra_env))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if when in line:
+            break
+    children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=timeout)
+    output = "".join(seen) + rest
+    # stderr went into stdout, in order; the error line is the command's own last line
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output, output), children
+
+
+def alive(pids, within: float = 15.0) -> list:
+    """The pids among these that still run (not zombies) after `within` seconds: a process that was
+    signalled as its parent left may take a moment to end."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + within
+    while True:
+        found = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    found.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

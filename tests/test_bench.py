@@ -14,28 +14,36 @@ from tests.conftest import ROOT
 spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
-FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", "final_accuracy", "wall_ratio_to_a",
-          "round_ratio_to_a"}
+FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", "final_accuracy"}
+RATIOS = {f"{kind}_ratio_to_{base}" for kind in ("wall", "round", "train") for base in "ab"}
 
 
 @pytest.mark.slow
-def test_bench_quick_measures_all_four_variants_side_by_side(tmp_path, mnist_root):
+def test_bench_quick_measures_every_variant_side_by_side(tmp_path, mnist_root):
     done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--rounds", "1", "--accuracy-seeds", "2",
                            "--iters", "300", "--first-seed", "4", "--results", tmp_path],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     (written,) = tmp_path.glob("bench-cpu-300-*.json")
     report = json.loads(written.read_text())
-    assert set(report["medians"]) == {"a", "b", "c", "d"} and report["iters"] == 300 and report["rounds"] == 1
+    assert set(report["medians"]) == set("abcdefg") and report["iters"] == 300 and report["rounds"] == 1
     for variant, m in report["medians"].items():
-        assert set(m) == FIELDS, variant
-        assert m["wall_seconds"] > m["train_seconds"] > 0 and m["peak_rss_mb"] > 100
-        assert m["samples_per_second"] == pytest.approx(300 * 100 / m["train_seconds"])
+        timed = {"to_first_step_seconds"} if variant in "bcdeg" else set()  # rnnjob's own timeline marks
+        assert set(m) == FIELDS | RATIOS | timed | ({"trials", "at_once"} if variant == "g" else set()), variant
+        trials = m.get("trials", 1)
+        assert m["wall_seconds"] > m["train_seconds"] / trials > 0 and m["peak_rss_mb"] > 100
+        assert m["samples_per_second"] == pytest.approx(300 * 100 * trials / m["train_seconds"])
         assert 10 < m["final_accuracy"] <= 100
+        if timed:
+            assert 0 < m["to_first_step_seconds"] < m["wall_seconds"]
+    # the grid of models A, B and C on the running head of 2 CPUs: one CPU per trial, two at a time
+    assert (report["medians"]["g"]["trials"], report["medians"]["g"]["at_once"]) == (3, 2)
     assert report["medians"]["a"]["wall_ratio_to_a"] == report["medians"]["a"]["round_ratio_to_a"] == 1.0
-    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4, 4, 4, 4]
+    assert report["medians"]["b"]["train_ratio_to_b"] == 1.0
+    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4] * 7
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"] and report["machine"]["ray"]
-    for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(c) rnnjob submit --workers 1", str(written)):
+    for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(c) rnnjob submit --workers 1",
+                 "(e) submit -w 1, running head", "(f) tutorial in Ray Train", str(written)):
         assert line in done.stdout
     assert "targets not judged: they are set for 3000 iterations" in done.stdout and report["targets"] == []
 
@@ -64,6 +72,23 @@ def medians(a_wall=100.0, b_ratio=0.40, b_peak=800.0, a_peak=800.0, c_ratio=0.91
             "d": {"wall_seconds": d_wall}}
 
 
+def overhead_medians(e_ratio=1.2, e_first=5.0, e_train=1.05, c_ratio=1.6, g_wall=60.0, g_train=100.0):
+    """Only the figures the Ray-overhead targets read: (e) and (c) against (b) per round, (g) against its
+    trials' training time over the trials at once."""
+    return {"b": {"wall_seconds": 30.0}, "c": {"round_ratio_to_b": c_ratio},
+            "e": {"round_ratio_to_b": e_ratio, "to_first_step_seconds": e_first, "train_ratio_to_b": e_train},
+            "g": {"wall_seconds": g_wall, "train_seconds": g_train, "at_once": 2}}
+
+
+def test_the_overhead_targets_are_met_at_their_bounds_and_not_past_them():
+    met = {t: ok for t, _, ok in bench.verdicts(overhead_medians(), "cpu", {})}
+    assert met == {"(e) wall <= 1.2x (b)": True, "(e) submit to first step <= 5 s": True,
+                   "(e) loop s within 5% of (b)": True, "(c) wall <= 1.6x (b)": True,
+                   "(g) wall <= 1.2x loop s / at once": True}
+    past = overhead_medians(e_ratio=1.21, e_first=5.1, e_train=0.94, c_ratio=1.61, g_wall=60.1)
+    assert not any(ok for _, _, ok in bench.verdicts(past, "cpu", {}))
+
+
 def accuracy(a=(96.0, 90.0, 97.0), b=(95.5, 99.0, 80.0)):
     return {"a": list(a), "b": list(b)}
 
@@ -90,3 +115,16 @@ def test_only_the_targets_of_variants_that_ran_are_judged():
     only_ac = {k: v for k, v in medians().items() if k in "ac"}
     assert [t for t, _, _ in bench.verdicts(only_ac, "cpu", {})] == ["(c) wall <= 0.90x (a)"]
     assert bench.verdicts(medians(), "cuda", accuracy()) == [("(b) training loop < 5 s", "4.00 s", True)]
+
+
+def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: benchmarks/gpu_check.sh runs for real, not this check of its fallback")
+    done = subprocess.run([ROOT / "benchmarks" / "gpu_check.sh", tmp_path / "gpu.json"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "gpu.json").read_text())
+    assert report["cuda"] is False and report["goal_training_loop_under_5_s"] is None
+    assert report["steps"] == {name: {"skipped": "no CUDA device"} for name in ("tests", "tutorial", "run", "submit")}

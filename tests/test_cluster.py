@@ -2,12 +2,14 @@
 script makes and removes, on a private bridge with no way out), and what `up` and `down` do when a
 node cannot start."""
 
+import shutil
 import subprocess
+import time
 
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import RAY, clean_env, cluster, free_port, pgroups_alive, rnnjob
+from tests.conftest import RAY, clean_env, cluster, free_port, pgroups_alive, rnnjob, recorded_pids
 
 pytestmark = pytest.mark.slow
 NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}
@@ -19,7 +21,7 @@ def two_nodes(tmp_path_factory):
     settings = {**NET, "RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
     up = cluster("up", "--workers", 1, "--cpus", 1, **settings)
     assert up.returncode == 0, up.stdout + up.stderr
-    pids = [int(p) for p in (state / "pids").read_text().split()]
+    pids = recorded_pids(state)
     yield f"http://10.214.7.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}"
     down = cluster("down", timeout=120, **settings)
     assert down.returncode == 0, down.stderr
@@ -50,6 +52,14 @@ def test_a_two_worker_job_runs_one_worker_per_node_into_shared_storage(two_nodes
     assert [m["iteration"] for m in rundir.read_metrics(shared / "spread")] == [20, 40]
 
 
+def test_a_token_sent_over_plain_http_off_loopback_is_one_warning_line(two_nodes):
+    listed = rnnjob("list", "--address", two_nodes, RAY_AUTH_MODE="token")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stderr.strip().splitlines() == [
+        f"warning: the Ray token goes to {two_nodes} unencrypted; use https://, or an SSH tunnel to 127.0.0.1 "
+        "(ray dashboard, ssh -L)"]
+
+
 def test_a_node_local_output_folder_is_refused_on_two_nodes(two_nodes, tmp_path, mnist_root):
     job = tmp_path / "local_only.yaml"
     job.write_text(f"data: {{root: {mnist_root}}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")
@@ -67,7 +77,62 @@ def test_up_says_at_once_why_a_node_did_not_start_and_down_cleans_up(tmp_path):
     assert up.returncode == 1
     assert up.stderr.startswith("cluster/local.sh: a Ray node exited while starting (its last line: ")
     assert "port" in up.stderr.split("its last line: ")[1]  # Ray's own words about the clash
-    pids = [int(p) for p in (tmp_path / "state" / "pids").read_text().split()]
+    pids = recorded_pids(tmp_path / "state")
     down = cluster("down", timeout=60, **settings)
     assert down.returncode == 0 and down.stdout.strip() == "Ray cluster down"
     assert pgroups_alive(pids) == [] and not (tmp_path / "state").exists()
+
+
+def test_up_creates_a_private_token_when_there_is_none(tmp_path):
+    # the port clash makes the head exit at once; the token is made before any node starts
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = {"HOME": str(home), "RNNJOB_CLUSTER_STATE": str(tmp_path / "state"), "RNNJOB_CLUSTER_PORT": "10500",
+                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
+    up = cluster("up", timeout=120, **settings)
+    token = home / ".ray" / "auth_token"
+    assert "created a Ray authentication token in ~/.ray/auth_token (0600)" in up.stdout
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
+    assert cluster("down", timeout=60, **settings).returncode == 0
+
+
+def fake_state(folder, pids, temps=()):
+    folder.mkdir(mode=0o700)
+    (folder / "pids").write_text("".join(f"{p}\n" for p in pids))
+    if temps:
+        (folder / "temps").write_text("".join(f"{t}\n" for t in temps))
+    return {"RNNJOB_CLUSTER_STATE": str(folder)}
+
+
+def test_down_signals_no_process_that_up_did_not_start(tmp_path):
+    # pid 1, and a live process in its own session whose recorded start time is not its own (a pid reused
+    # after a reboot, say): neither may be signalled
+    stranger = subprocess.Popen(["setsid", "sleep", "300"])
+    try:
+        time.sleep(0.2)
+        settings = fake_state(tmp_path / "state", ["1 0 x", f"{stranger.pid} 12345 x", "-1 0 x", "garbage"])
+        down = cluster("down", timeout=60, **settings)
+        assert down.returncode == 0 and down.stdout.strip() == "Ray cluster down", down.stderr
+        assert f"left pid {stranger.pid} alone: it is not the process `up` started" in down.stderr
+        assert stranger.poll() is None  # still running
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_down_removes_only_the_temp_folders_up_makes(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    settings = fake_state(tmp_path / "state", [], temps=[str(precious), "/", "/tmp/../etc", str(tmp_path)])
+    assert cluster("down", timeout=60, **settings).returncode == 0
+    assert precious.is_dir() and tmp_path.is_dir()
+
+
+@pytest.mark.parametrize("action", ["up", "down"])
+def test_a_state_folder_of_someone_else_is_refused(tmp_path, action):
+    foreign = tmp_path / "state"
+    foreign.mkdir()
+    (foreign / "pids").write_text("1 0 x\n")
+    shutil.chown(foreign, user=65534)
+    done = cluster(action, timeout=60, RNNJOB_CLUSTER_STATE=str(foreign))
+    assert done.returncode == 1 and "is not a folder of this user's" in done.stderr

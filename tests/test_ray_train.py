@@ -1,7 +1,10 @@
 """Ray Train jobs (`rnnjob submit`) on a real local Ray with 2 CPUs, shared by the module, and once as a
 user runs it: the executable starting its own embedded Ray."""
 
+import json
+
 import pytest
+import torch
 
 from rnn_mnist import rundir
 from tests.conftest import JOBS, assert_one_line_error, invoke, job_text, rnnjob
@@ -29,8 +32,8 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
     assert [m["iteration"] for m in metrics] == [50, 100, 150, 200]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     assert summary["final_accuracy"] == metrics[-1]["accuracy"] > 30.0
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [
-        "config.yaml", "metrics.jsonl", "model.pt", "ray", "summary.json"]
+    names = {p.name for p in run.iterdir() if not p.name.startswith((".", "events.out.tfevents."))}
+    assert names == {"config.yaml", "metrics.jsonl", "model.pt", "progress.json", "ray", "summary.json"}
     assert result.stdout.count("Iteration: 200. Loss: ") == 1  # rank 0's lines, once
     assert "Reporting training result" not in result.output  # Ray Train's own line for each report
 
@@ -84,7 +87,9 @@ def test_a_malformed_fault_setting_is_refused(local_ray, short_job):
 
 
 def test_the_executable_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnist_root):
-    done = rnnjob("submit", JOBS / "smoke.yaml", "--out", tmp_path, "--set", f"data.root={mnist_root}", timeout=600)
+    marks = tmp_path / "timeline.jsonl"
+    done = rnnjob("submit", JOBS / "smoke.yaml", "--out", tmp_path, "--set", f"data.root={mnist_root}", timeout=600,
+                  RNNJOB_TIMELINE=str(marks))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
     assert done.stdout.count("Iteration: 30. Loss: ") == 1 and done.stdout.count("Iteration: 60. Loss: ") == 1
@@ -92,3 +97,88 @@ def test_the_executable_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnis
     assert summary["workers"] == 1 and summary["threads"] == 2 and summary["iterations"] == 60
     assert done.stdout.strip().splitlines()[-1].startswith("done: ")
     assert "PreemptionWatcher" not in done.stdout + done.stderr  # no such actor on one machine
+    # the timeline (benchmarks/overhead.py): the driver's marks and the worker's, which learnt the file from
+    # its train_loop_config, in the order a job's life goes
+    seen = [json.loads(line) for line in marks.read_text().splitlines()]
+    driver = {m["pid"] for m in seen if m["what"] == "driver process started"}
+    worker = {m["pid"] for m in seen if m["what"] == "worker function entered"}
+    assert len(driver) == len(worker) == 1 and driver != worker
+    order = ["driver process started", "ray started", "fit called", "worker process started", "worker function entered",
+             "model ready", "data loaded", "first step done", "loop ended", "fit returned", "summary written", "ray left"]
+    firsts = [next(m["t"] for m in seen if m["what"] == what) for what in order]
+    assert firsts == sorted(firsts)
+
+
+def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
+    import os
+    import pty
+    import subprocess
+
+    from tests.conftest import RNNJOB, clean_env
+
+    job = tmp_path / "bar.yaml"
+    job.write_text(job_text(mnist_root, tmp_path / "runs", "bar", iters=600, eval_every=300))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([RNNJOB, "submit", str(job)], stdout=follower, stderr=follower, env=clean_env(),
+                            close_fds=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=600) == 0, seen.decode(errors="replace")[-2000:]
+    text = seen.decode(errors="replace")
+    assert "train" in text and "━" in text and "loss 2." in text  # rich's bar, fed by the workers' progress.json
+    assert rundir.read_summary(tmp_path / "runs" / "bar")["status"] == "completed"
+
+
+def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root):
+    from tests.conftest import alive, ctrl_c
+
+    job = tmp_path / "long.yaml"
+    job.write_text(job_text(mnist_root, tmp_path / "runs", "long", iters=100_000, eval_every=50))
+    done, started = ctrl_c(["submit", job], "Iteration: 100.")
+    assert done.returncode == 130, done.stdout
+    assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
+    summary = rundir.read_summary(tmp_path / "runs" / "long")
+    assert summary["status"] == "interrupted" and summary["iterations"] >= 100
+    assert started and alive(started) == []  # the embedded Ray ended with the command
+
+
+def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_job):
+    result = invoke("submit", short_job, "--set", "model.nonlinearity=relu", "--set", "train.lr=1.0e+6",
+                    "--set", "scaling.max_failures=2")
+    line = assert_one_line_error(result, 1)
+    # the workers stopped themselves and said why (a retry from the same checkpoint would diverge again);
+    # through Ray's retries the line would read "training failed: ..." after max_failures attempts
+    assert line.startswith("error: training diverged: the loss was nan at iteration 50")
+    run = short_job.parent / "runs" / "short"
+    assert (run / ".failed").read_text() == line.removeprefix("error: ")
+    summary = rundir.read_summary(run)
+    assert summary["status"] == "failed" and summary["error"] == line.removeprefix("error: ")
+
+
+def test_a_two_worker_job_that_failed_resumes_on_two_workers_to_the_same_weights(local_ray, tmp_path, mnist_root):
+    job = tmp_path / "twice.yaml"
+    job.write_text(job_text(mnist_root, tmp_path / "whole", "twice", iters=300, eval_every=100, hidden=32))
+    assert invoke("submit", job, "--workers", 2).exit_code == 0
+    # rank 1 dies after iteration 200's checkpoint, with no retry allowed: the job fails there
+    failed = invoke("submit", job, "--workers", 2, "--out", tmp_path / "parts", "--set", "scaling.max_failures=0",
+                    RNNJOB_FAULT="1:201")
+    assert failed.exit_code == 1, failed.output
+    stopped = tmp_path / "parts" / "twice"
+    assert rundir.read_summary(stopped)["status"] == "failed" and rundir.load_model(stopped)["iteration"] == 200
+    resumed = invoke("resume", stopped, "--workers", 2)
+    assert resumed.exit_code == 0, resumed.output
+    whole = tmp_path / "whole" / "twice"
+    a, b = rundir.load_model(whole)["model"], rundir.load_model(stopped)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda run: [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]  # noqa: E731
+    assert strip(whole) == strip(stopped)
+    summary = rundir.read_summary(stopped)
+    assert summary["status"] == "completed" and summary["workers"] == 2 and summary["resumes"][0]["iteration"] == 200

@@ -3,11 +3,14 @@
 import csv
 import io
 import json
+import subprocess
+import time
 
 import pytest
 
+from rnn_mnist import rundir
 from rnn_mnist.report import COLUMNS, cell
-from tests.conftest import invoke
+from tests.conftest import RNNJOB, assert_one_line_error, invoke, rnnjob
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,42 @@ def test_plot_of_a_folder_without_runs_fails(tmp_path):
 def test_bad_arguments_exit_2(args, fragment):
     result = invoke(*args)
     assert result.exit_code == 2 and fragment in result.stderr
+
+
+# rnnjob watch on run directories (a Jobs API submission: test_jobs_api)
+
+def test_watch_on_a_finished_run_prints_its_final_state_at_once(runs):
+    result = invoke("watch", runs / "tiny")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith("tiny: completed, 20/20 iterations, loss ") and "accuracy " in line
+
+
+def test_watch_on_a_failed_run_exits_1(runs):
+    result = invoke("watch", runs / "tiny-2")
+    assert result.exit_code == 1 and result.stdout.startswith("tiny-2: failed, ") and "diverged" in result.stdout
+
+
+@pytest.mark.slow
+def test_watch_follows_a_running_job_to_its_end(job_file, tmp_path):
+    job = job_file("live", iters=600, eval_every=100)
+    training = subprocess.Popen([RNNJOB, "run", str(job), "--device", "cpu"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs" / "live"
+    deadline = time.time() + 120
+    while not (run / "config.yaml").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    watched = rnnjob("watch", run, "--interval", 0.2, timeout=300)
+    assert training.wait(timeout=300) == 0
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    lines = watched.stdout.strip().splitlines()
+    assert any(line.startswith("live: running, ") for line in lines)  # seen while it trained
+    assert lines[-1].startswith("live: completed, 600/600 iterations")
+    assert f"accuracy {rundir.read_summary(run)['final_accuracy']:.2f}%" in lines[-1]
+
+
+@pytest.mark.parametrize("target,fragment", [("/nonexistent/run", "no such run or grid directory"),
+                                             (".", "no run directory at or below it")])
+def test_watch_refuses_what_is_not_a_run(target, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(invoke("watch", target), 2, fragment)

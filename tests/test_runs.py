@@ -4,6 +4,7 @@ on every outcome. (Ray jobs and grids go through the same owner: test_ray_train,
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnn_mnist import rundir, runs, spec as specs
 from rnn_mnist.errors import BadInput, Interrupted, RunFailed
@@ -15,15 +16,16 @@ def quiet(line):
 
 def test_a_completed_run_leaves_its_whole_directory(job_file):
     run, summary = runs.local(specs.load(job_file()), "cpu", quiet)
-    assert sorted(p.name for p in Path(run).iterdir()) == [
-        "config.yaml", "metrics.jsonl", "model.pt", "summary.json"]
+    names = {p.name for p in Path(run).iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json", ".lock"} <= names
+    assert len(names) == 7 and any(n.startswith("events.out.tfevents.") for n in names)  # and TensorBoard's
     assert summary == rundir.read_summary(run) and summary["status"] == "completed" and summary["iterations"] == 20
     assert rundir.read_config(run) == specs.resolved(specs.load(job_file()))  # absolute paths: resumable anywhere
 
 
 def test_ctrl_c_leaves_an_interrupted_summary_and_the_last_model(job_file):
-    def ctrl_c_at_20(iteration, loss):  # the progress callback runs every 10 steps, before that step's evaluation
-        if iteration == 20:
+    def ctrl_c_at_20(tick):  # the progress callback gets a tick every 10 steps, before that step's evaluation
+        if tick["iteration"] == 20:
             raise KeyboardInterrupt
 
     spec = specs.load(job_file(), ["train.eval_every=5"])
@@ -53,3 +55,104 @@ def test_relative_paths_are_taken_from_rnnjob_home(job_file, tmp_path, monkeypat
     monkeypatch.setenv(specs.HOME_ENV, str(tmp_path / "home"))
     run, _ = runs.local(specs.load(job_file(), ["output.dir=relative"]), "cpu", quiet)
     assert run == str(tmp_path / "home" / "relative" / "tiny")
+
+
+@pytest.mark.slow
+def test_twenty_concurrent_runs_of_one_name_get_twenty_whole_directories(job_file, tmp_path):
+    import subprocess
+
+    from tests.conftest import RNNJOB, clean_env
+
+    job = job_file("crowd", iters=1, eval_every=1)
+    procs = [subprocess.Popen([RNNJOB, "run", str(job), "--device", "cpu"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env=clean_env(OMP_NUM_THREADS="1"))
+             for _ in range(20)]
+    assert [p.wait(timeout=600) for p in procs] == [0] * 20, [p.stderr.read() for p in procs]
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 20 and len({r.name for r in runs}) == 20
+    for run in runs:
+        assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 1
+
+
+# rnnjob resume, in this process (on Ray: test_ray_train; grids: test_grid; through the Jobs API: test_jobs_api)
+
+def weights_equal(a, b) -> bool:
+    first, second = rundir.load_model(a)["model"], rundir.load_model(b)["model"]
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def evaluations(run) -> list:
+    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
+
+
+@pytest.mark.slow
+def test_model_c_stopped_after_1000_iterations_resumes_to_the_same_weights_bit_for_bit(tmp_path, mnist_root):
+    from tests.conftest import JOBS, ctrl_c, rnnjob
+
+    args = [JOBS / "model_c.yaml", "--iters", 1500, "--device", "cpu", "--set", f"data.root={mnist_root}"]
+    assert rnnjob("run", *args, "--out", tmp_path / "whole", timeout=600).returncode == 0
+    done, _ = ctrl_c(["run", *args, "--out", tmp_path / "parts"], "Iteration: 1000.")
+    stopped = tmp_path / "parts" / "model_c"
+    assert done.returncode == 130 and rundir.read_summary(stopped)["status"] == "interrupted"
+    assert rundir.load_model(stopped)["iteration"] == 1000
+    resumed = rnnjob("resume", stopped, "--device", "cpu", timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"run directory: {stopped}  (resuming at iteration 1000, to 1500 iterations)" in resumed.stdout
+    whole = tmp_path / "whole" / "model_c"
+    assert weights_equal(whole, stopped) and evaluations(whole) == evaluations(stopped)
+    summary = rundir.read_summary(stopped)
+    assert summary["status"] == "completed" and summary["iterations"] == 1500
+    assert [(r["iteration"], r["iters"]) for r in summary["resumes"]] == [(1000, 1500)]
+
+
+def test_a_completed_run_trains_on_to_more_iterations_with_its_cosine_over_the_new_total(job_file):
+    job = job_file("longer", text=None, iters=20, eval_every=10)
+    first, _ = runs.local(specs.load(job, ["train.lr_decay=cosine"]), "cpu", quiet)
+    location, (summary,) = runs.resume(first, quiet, iters=40)
+    assert location == first and summary["iterations"] == 40 and rundir.load_model(first)["iteration"] == 40
+    assert [m["iteration"] for m in rundir.read_metrics(first)] == [10, 20, 30, 40]  # each evaluation once
+    assert summary["lr_schedule"] == "cosine over 40 iterations since the resume at iteration 20 (over 20 before it)"
+    assert rundir.read_config(first).train.iters == 40
+
+
+def test_a_completed_run_without_more_iterations_has_nothing_to_do(job_file):
+    run, summary = runs.local(specs.load(job_file()), "cpu", quiet)
+    said = []
+    assert runs.resume(run, said.append) is None and "already completed 20 iterations" in said[0]
+    assert rundir.read_summary(run) == summary
+
+
+def test_resume_refuses_a_run_that_is_still_running(job_file):
+    run, _ = runs.local(specs.load(job_file()), "cpu", quiet)
+    before = snapshot(run)
+    with rundir.lock(run):  # as the process training into it holds it
+        with pytest.raises(BadInput, match="still running"):
+            runs.resume(run, quiet, iters=40)
+    assert snapshot(run) == before
+
+
+def test_resume_refuses_what_is_not_a_run(tmp_path):
+    with pytest.raises(BadInput, match="not a run directory .* nor a grid's"):
+        runs.resume(str(tmp_path), quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_refuses_a_model_trained_with_another_spec(job_file):
+    run, _ = runs.local(specs.load(job_file()), "cpu", quiet)
+    spec = rundir.read_config(run)
+    rundir.write_config(run, specs.from_dict({**spec.to_dict(), "model": {**spec.to_dict()["model"],
+                                                                          "hidden_dim": 99}}))
+    before = snapshot(run)
+    with pytest.raises(BadInput, match="trained with another spec than its config.yaml"):
+        runs.resume(run, quiet, iters=40)
+    assert snapshot(run) == before
+
+
+def test_resume_refuses_fewer_iterations_than_were_trained(job_file):
+    run, _ = runs.local(specs.load(job_file()), "cpu", quiet)
+    with pytest.raises(BadInput, match="--iters 10: .* has trained 20 iterations already"):
+        runs.resume(run, quiet, iters=10)
+
+
+def snapshot(run) -> dict:
+    return {p.name: p.read_bytes() for p in Path(run).iterdir() if p.is_file()}

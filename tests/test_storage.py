@@ -38,3 +38,38 @@ def test_a_run_writes_its_directory_into_a_uri(job_file, tmp_path):
     assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
     table = invoke("results", f"file://{tmp_path}/store", "--format", "csv")
     assert table.exit_code == 0 and table.stdout.splitlines()[1].startswith("remote,rnn,tanh,1,16,")
+
+
+def test_racing_claims_on_an_object_store_give_a_name_to_one_run_at_most(tmp_path):
+    import threading
+
+    place = f"file://{tmp_path}/runs/job"
+    start, won = threading.Barrier(12), []
+
+    def claim():
+        start.wait()
+        won.append(storage.make_new_dir(place))
+
+    threads = [threading.Thread(target=claim) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert won.count(True) <= 1
+
+
+def test_runs_racing_on_an_object_store_get_different_directories(tmp_path):
+    import threading
+
+    start, made = threading.Barrier(8), []
+
+    def create():
+        start.wait()
+        made.append(rundir.create(f"file://{tmp_path}/runs", "job"))
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8

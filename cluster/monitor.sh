@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Prometheus for a running Ray cluster, on 127.0.0.1 only.
+#
+#   cluster/monitor.sh up [--port P]   start Prometheus (default port 9090) scraping the Ray cluster
+#   cluster/monitor.sh down            end what `up` started, and nothing else
+#   cluster/monitor.sh status          whether it runs, and where
+#
+# Prometheus finds the Ray nodes through the service-discovery file the Ray head writes into its
+# temp folder (RAY_TMPDIR, default /tmp/ray): prom_metrics_service_discovery.json. rnnjob's Grafana
+# dashboard (cluster/grafana/rnnjob-dashboard.json) is copied into the Grafana provisioning folder
+# the head generates, beside Ray's own dashboards. Prometheus comes from Debian's package: `up`
+# installs it with apt-get when it is missing and this is root on Debian, and otherwise says how.
+#
+# Environment: RNNJOB_MONITOR_STATE (default ~/.cache/rnnjob/monitor, a 0700 folder of ours) holds
+# what `up` started; RAY_TMPDIR the head's temp folder; PROMETHEUS the binary to run.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+state=${RNNJOB_MONITOR_STATE:-$HOME/.cache/rnnjob/monitor}
+ray_temp=${RAY_TMPDIR:-/tmp/ray}
+sd_file=$ray_temp/prom_metrics_service_discovery.json
+
+die() { echo "cluster/monitor.sh: $*" >&2; exit 1; }
+
+own_state() {  # a folder only we can write, or refuse: its files decide what `down` signals
+  mkdir -p -m 0700 "$state"
+  [ -O "$state" ] && [ ! -L "$state" ] || die "$state is not a folder of this user's; set RNNJOB_MONITOR_STATE"
+  chmod 0700 "$state"
+}
+
+prometheus_binary() {
+  local found=${PROMETHEUS:-$(command -v prometheus || true)}
+  [ -n "$found" ] || [ ! -x /usr/bin/prometheus ] || found=/usr/bin/prometheus
+  if [ -z "$found" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Prometheus (Debian's prometheus package)..." >&2
+    # no service started by the package: this script starts its own, on 127.0.0.1
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1; fi
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >"$state/apt.log" 2>&1 ||
+      { apt-get update -q >>"$state/apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >>"$state/apt.log" 2>&1; }
+    } || true
+    [ -z "$made_policy" ] || rm -f "$policy"
+    found=$(command -v prometheus || true)
+    [ -n "$found" ] || die "apt-get could not install prometheus (see $state/apt.log)"
+  fi
+  [ -n "$found" ] || die "no prometheus binary: install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS"
+  echo "$found"
+}
+
+start_time() {  # a process's start time in clock ticks since boot (field 22 of /proc/PID/stat)
+  awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null
+}
+
+ours() {  # whether the recorded pid is still the process `up` started: same start time and command
+  local pid
+  [ -e "$state/pid" ] || return 1
+  pid=$(cat "$state/pid")
+  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 1
+  [ "$(start_time "$pid")" = "$(cat "$state/started")" ] || return 1
+  [ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" = "$(cat "$state/cmdline")" ]
+}
+
+up() {
+  local port=9090
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --port) port=$2; shift 2 ;;
+      *) die "unknown option $1 (use --port P)" ;;
+    esac
+  done
+  [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port takes a port number"
+  own_state
+  ! ours || die "Prometheus is already up (pid $(cat "$state/pid")); run cluster/monitor.sh down first"
+  local binary
+  binary=$(prometheus_binary)
+  cat >"$state/prometheus.yml" <<EOF
+# written by cluster/monitor.sh: every Ray node the head lists, every 5 s
+global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+scrape_configs:
+  - job_name: ray
+    file_sd_configs:
+      - files: ['$sd_file']
+        refresh_interval: 5s
+EOF
+  mkdir -p "$state/data"
+  setsid "$binary" --config.file="$state/prometheus.yml" --storage.tsdb.path="$state/data" \
+    --web.listen-address="127.0.0.1:$port" >"$state/prometheus.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$state/pid"
+  echo "$port" >"$state/port"
+  sleep 0.2
+  start_time "$pid" >"$state/started"
+  tr '\0' ' ' <"/proc/$pid/cmdline" >"$state/cmdline" 2>/dev/null || true
+  local tries=0
+  until curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || die "Prometheus exited while starting (its last line: $(tail -n 1 "$state/prometheus.log"))"
+    tries=$((tries + 1))
+    [ "$tries" -le 100 ] || die "Prometheus did not become ready on 127.0.0.1:$port; see $state/prometheus.log"
+    sleep 0.2
+  done
+  local grafana=$ray_temp/session_latest/metrics/grafana/dashboards
+  if [ -d "$grafana" ]; then
+    cp "$here/grafana/rnnjob-dashboard.json" "$grafana/"
+    echo "Grafana dashboard: copied into $grafana (beside Ray's own)"
+  else
+    echo "Grafana dashboard: no Ray head's provisioning folder in $ray_temp yet; run this again after the head starts"
+  fi
+  echo "Prometheus up: http://127.0.0.1:$port  (scraping the nodes listed in $sd_file)"
+  echo "  query:  curl 'http://127.0.0.1:$port/api/v1/query?query=ray_rnnjob_test_accuracy'"
+  echo "  for the Ray dashboard's Metrics page, start the head (make cluster-up) with:"
+  echo "    export RAY_PROMETHEUS_HOST=http://127.0.0.1:$port"
+  echo "    export RAY_GRAFANA_HOST=http://127.0.0.1:3000 RAY_GRAFANA_IFRAME_HOST=http://127.0.0.1:3000   # where Grafana runs"
+  echo "  and run Grafana with the head's config: grafana-server --config $ray_temp/session_latest/metrics/grafana/grafana.ini web"
+  echo "  stop:   cluster/monitor.sh down"
+}
+
+down() {
+  [ -e "$state/pid" ] || { echo "no Prometheus from cluster/monitor.sh is up"; return 0; }
+  [ -O "$state" ] || die "$state is not a folder of this user's; not signalling anything"
+  if ours; then
+    local pid
+    pid=$(cat "$state/pid")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  else
+    echo "the recorded Prometheus has ended already (or its pid is another process's now): nothing signalled"
+  fi
+  rm -f "$state/pid" "$state/started" "$state/cmdline" "$state/port"
+  echo "Prometheus down"
+}
+
+status() {
+  if ours; then
+    echo "Prometheus up: http://127.0.0.1:$(cat "$state/port")  (pid $(cat "$state/pid"))"
+  else
+    echo "no Prometheus from cluster/monitor.sh is up"
+    return 1
+  fi
+}
+
+case ${1:-} in
+  up) shift; up "$@" ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: cluster/monitor.sh up [--port P] | down | status" >&2; exit 2 ;;
+esac
