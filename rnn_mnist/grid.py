@@ -17,13 +17,14 @@ from ray import tune  # noqa: E402
 from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler  # noqa: E402
 
-from . import ray_train, rundir  # noqa: E402
+from . import ray_train, rundir, timeline  # noqa: E402
 from . import spec as specs  # noqa: E402
 
 
 def _trial(config: dict) -> None:
     """What Tune runs for one trial: the trial's own TorchTrainer."""
     t = config["trial"]
+    timeline.adopt(t["timeline"])  # started by a raylet: the driver's environment did not come with it
     spec = specs.from_dict(t["spec"], t["name"])
     ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()], resume=t["resume"]).fit()
 
@@ -53,7 +54,8 @@ def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool 
     """Run every trial into its run directory (runs: trial name -> directory below grid_dir, made
     already); Tune's own files go to <grid_dir>/tune.
     Returns trial name -> (status, error): completed, failed, or stopped early by ASHA."""
-    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume} for t in grid.trials]
+    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume,
+              "timeline": timeline.setting()} for t in grid.trials]
     # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
     # handler ends the experiment quietly, and its trials would read as stopped early
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
