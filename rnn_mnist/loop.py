@@ -196,16 +196,24 @@ def _unwrapped(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def _measure(model, loss, test, device, hooks: Hooks, iteration: int) -> dict:
-    """Test accuracy over all 10k images (each worker its share) and the batch loss, agreed by all workers."""
-    images, labels = test
+def _accuracy(model, images, labels, device, hooks: Hooks) -> float:
+    """Accuracy in % over all these images (each worker its share), agreed by all workers."""
     # evaluate outside DDP: no gradient sync to set up
     correct = hooks.all_reduce(evaluate(_unwrapped(model), images, labels, device, hooks.rank, hooks.world_size))
+    return 100.0 * correct.item() / len(labels)
+
+
+def _measure(model, loss, test, validation, device, hooks: Hooks, iteration: int) -> dict:
+    """Test accuracy over all 10k images, the validation images' if the job holds some out, and the
+    batch loss, agreed by all workers."""
     mean_loss = (hooks.all_reduce(loss.clone()) / hooks.world_size).item()
     if not math.isfinite(mean_loss):  # every worker sees the same reduced loss, so all stop together
         raise Diverged(f"training diverged: the loss was {mean_loss} at iteration {iteration} "
                        "(lower train.lr, or set train.grad_clip)")
-    return {"loss": mean_loss, "accuracy": 100.0 * correct.item() / len(labels)}
+    record = {"loss": mean_loss, "accuracy": _accuracy(model, *test, device, hooks)}
+    if validation:
+        record["val_accuracy"] = _accuracy(model, *validation, device, hooks)
+    return record
 
 
 def _checkpoint(spec, model, optimizer, progress: Progress, setup: dict, run: Optional[str], hooks: Hooks) -> None:
@@ -257,7 +265,8 @@ class _Ticker:
 
 def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: Optional[Hooks] = None,
         publishers: Sequence[telemetry.Publisher] = ()) -> Progress:
-    """Train spec's model to exactly spec.train.iters steps; rank 0 writes metrics.jsonl and model.pt
+    """Train spec's model to exactly spec.train.iters steps, or to the first evaluation that reaches
+    spec.train.target_accuracy (time to accuracy); rank 0 writes metrics.jsonl and model.pt
     into `run` at every evaluation. Publishers (and the run's own telemetry) get a tick every
     TICK_EVERY steps and every evaluation. Returns where the job stands at the end."""
     hooks = hooks or Hooks()
@@ -267,6 +276,9 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: O
     timeline.mark("model ready")
     train = data.load(spec.data.root, train=True, log=say)
     test = data.load(spec.data.root, train=False, log=say)
+    validation = None
+    if spec.data.validation:
+        train, validation = data.split(*train, spec.data.validation)
     timeline.mark("data loaded")
     batch = t.batch_size // hooks.world_size
     loader = hooks.prepare_loader(data.train_loader(*train, batch, t.seed))
@@ -278,8 +290,9 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: O
     stream = batches(loader, t.seed, done.iteration)
     clock = start = time.perf_counter()
     elapsed_before, first = done.elapsed, done.iteration + 1
+    reached = rundir.reached_target(spec, done.history)  # a resumed run that had reached its target has nothing to do
     try:
-        while done.iteration < t.iters:
+        while done.iteration < t.iters and not reached:
             images, labels = next(stream)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             lr = lr_at(spec, done.iteration)
@@ -296,12 +309,13 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: O
                     torch.cuda.synchronize(device)
                 done.train_seconds += time.perf_counter() - clock
                 timeline.mark("evaluation started")
-                record = _measure(model, loss, test, device, hooks, done.iteration)
+                record = _measure(model, loss, test, validation, device, hooks, done.iteration)
                 done.elapsed = round(elapsed_before + time.perf_counter() - start, 3)
                 done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
                 _checkpoint(spec, model, optimizer, done, setup, run, hooks)
                 ticker.evaluation(done.history[-1])
                 timeline.mark("evaluation reported")
+                reached = rundir.reached_target(spec, done.history)  # the same on every worker: all stop together
                 clock = time.perf_counter()
     finally:
         for publisher in publishers:

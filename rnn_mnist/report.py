@@ -4,6 +4,8 @@ so they work on runs from `rnnjob run`, `submit`, grids, and runs copied from el
 import csv
 import io
 import json
+import re
+import statistics
 import time
 from pathlib import Path
 
@@ -11,8 +13,12 @@ from . import rundir, storage, telemetry
 from . import spec as specs
 
 COLUMNS = ["name", "cell", "nonlinearity", "layers", "hidden", "optimizer", "lr", "iterations",
-           "final_accuracy", "best_accuracy", "wall_seconds", "workers", "device", "status"]
+           "final_accuracy", "best_accuracy", "val_accuracy", "wall_seconds", "workers", "device", "status"]
 FORMATS = ("table", "csv", "json", "markdown")
+# a search's configuration run at several seeds (`repeat`): mean and standard deviation over them
+CONFIGURATION_COLUMNS = ["configuration", "seeds", "final_accuracy_mean", "final_accuracy_std", "val_accuracy_mean",
+                         "val_accuracy_std", "completed"]
+SEED_RUN = re.compile(r"(?P<configuration>.+)/seed=\d+")
 
 
 def find_runs(root) -> list[str]:
@@ -33,6 +39,7 @@ def row(run: str, root) -> dict:
         "iterations": summary.get("iterations", last.get("iteration", 0)),
         "final_accuracy": summary.get("final_accuracy", last.get("accuracy")),
         "best_accuracy": max((r["accuracy"] for r in metrics), default=None),
+        "val_accuracy": summary.get("final_val_accuracy", last.get("val_accuracy")),
         "wall_seconds": summary.get("wall_seconds"),
         "workers": summary.get("workers", spec.scaling.workers),
         "device": summary.get("device", "cuda" if spec.scaling.gpu else "cpu"),
@@ -62,22 +69,44 @@ def cell(value) -> str:
     return str(value)
 
 
-def render(table: list[dict], fmt: str) -> str:
+def configurations(table: list[dict]) -> list[dict]:
+    """One row per configuration that ran at several seeds (runs named <configuration>/seed=S): the
+    mean and standard deviation of its completed runs' final accuracies, best mean first."""
+    groups: dict = {}
+    for r in table:
+        match = SEED_RUN.fullmatch(r["name"])
+        if match:
+            groups.setdefault(match["configuration"], []).append(r)
+    out = []
+    for name, group in groups.items():
+        done = [r for r in group if r["status"] == "completed"]
+        acc = [r["final_accuracy"] for r in done if r["final_accuracy"] is not None]
+        val = [r["val_accuracy"] for r in done if r["val_accuracy"] is not None]
+        out.append({"configuration": name, "seeds": len(group), "completed": len(done),
+                    "final_accuracy_mean": statistics.fmean(acc) if acc else None,
+                    "final_accuracy_std": statistics.pstdev(acc) if acc else None,
+                    "val_accuracy_mean": statistics.fmean(val) if val else None,
+                    "val_accuracy_std": statistics.pstdev(val) if val else None})
+    out.sort(key=lambda r: (r["final_accuracy_mean"] is None, -(r["final_accuracy_mean"] or 0), r["configuration"]))
+    return out
+
+
+def render(table: list[dict], fmt: str, columns: list[str] = COLUMNS) -> str:
     if fmt == "json":
         return json.dumps(table, indent=2)
-    text = [[cell(r[c]) for c in COLUMNS] for r in table]
+    text = [[cell(r[c]) for c in columns] for r in table]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         writer.writerows(text)
         return out.getvalue().rstrip("\n")
     if fmt == "markdown":
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in text])
-    widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(COLUMNS)]
+    widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
     fmt_row = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([fmt_row(COLUMNS)] + [fmt_row(r) for r in text])
+    return "\n".join([fmt_row(columns)] + [fmt_row(r) for r in text])
 
 
 def plot(root, out: Path) -> int:

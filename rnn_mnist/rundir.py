@@ -32,6 +32,7 @@ from .model import RNNModel, count_params
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
 PROGRESS = "progress.json"  # where a run stands between evaluations (telemetry.ProgressFile writes it)
 GRID = "grid.yaml"  # in a grid's directory: its name, tune settings and trials, for `rnnjob resume`
+SEARCH = "search.yaml"  # in a search's directory: what it searched, for the record
 LOCK = ".lock"  # held by the process that trains into a run directory (a local or shared folder)
 FAILED = ".failed"  # why Ray workers stopped on a failure that a retry would only repeat
 STALE_S = 600  # a run on an object store (no locks there) counts as running while it reported this recently
@@ -148,6 +149,16 @@ def finish(run, spec: specs.JobSpec, status: str, started: float, error: Optiona
         r = stretched[-1]
         summary["lr_schedule"] = (f"cosine over {r['iters']} iterations since the resume at iteration "
                                   f"{r['iteration']} (over {r['previous_iters']} before it)")
+    if spec.data.validation:  # what a search should compare: accuracy on held-out training images
+        summary["final_val_accuracy"] = last.get("val_accuracy")
+        summary["best_val_accuracy"] = max((r["val_accuracy"] for r in history if "val_accuracy" in r), default=None)
+    target = spec.train.target_accuracy
+    if target is not None:  # time to accuracy: where and when the first evaluation reached it, if one did
+        reached = next((r for r in history if r["accuracy"] >= target), None)
+        summary["target_accuracy"] = target
+        summary["reached_target"] = reached and {
+            "iteration": reached["iteration"], "elapsed_seconds": reached["elapsed"],
+            "train_seconds": summary["train_seconds"] if reached is last else None}
     if error:
         summary["error"] = error
     storage.write_bytes(storage.join(run, SUMMARY), (json.dumps(summary, indent=2) + "\n").encode())
@@ -170,6 +181,13 @@ def read_grid(grid_dir) -> specs.Grid:
     return specs.Grid(raw["name"], trials, tune, str(grid_dir))
 
 
+def write_search(search_dir, search: specs.Search) -> None:
+    text = {"name": search.name, "search": dataclasses.asdict(search.search), "repeat": search.repeat,
+            "tune": dataclasses.asdict(search.tune),
+            "space": {key: {kind: list(args)} for key, kind, args in search.space}, "base": search.base}
+    storage.write_bytes(storage.join(search_dir, SEARCH), yaml.safe_dump(text, sort_keys=False).encode())
+
+
 def is_grid(location) -> bool:
     return storage.exists(storage.join(location, GRID))
 
@@ -182,6 +200,19 @@ def last_iteration(run) -> int:
     """The iteration of the run's last evaluation (its last checkpoint), 0 if none."""
     history = read_metrics(run)
     return history[-1]["iteration"] if history else 0
+
+
+def reached_target(spec: specs.JobSpec, history: list) -> bool:
+    """Whether the last evaluation reached train.target_accuracy (time to accuracy: the run ends there)."""
+    target = spec.train.target_accuracy
+    return target is not None and bool(history) and history[-1]["accuracy"] >= target
+
+
+def finished(run, spec: specs.JobSpec) -> bool:
+    """Whether the run trained to its end: all its iterations, or an evaluation that reached its
+    train.target_accuracy (the loop stops at the first one)."""
+    history = read_metrics(run)
+    return bool(history) and (history[-1]["iteration"] >= spec.train.iters or reached_target(spec, history))
 
 
 def clear_outcome(run) -> None:

@@ -9,6 +9,7 @@ functions that use it.
 
 import contextlib
 import dataclasses
+import json
 import time
 from typing import Callable, Optional
 
@@ -108,6 +109,61 @@ def grid(grid: specs.Grid, echo: Echo, max_concurrent: Optional[int] = None,
         return grid_dir, _run_trials(grid, grid.trials, grid_dir, runs, echo, max_concurrent, started, resume=False)
 
 
+def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = None,
+           started: Optional[float] = None) -> tuple[str, list[dict]]:
+    """A sampled search on Ray Tune into `<search dir>/sample-<trial id>/` (with repeat: `.../seed=S/`). Returns
+    (search directory, every run's summary: completed, failed, stopped early or interrupted)."""
+    from . import grid as grids
+    from . import ray_train
+
+    started = started or time.time()
+    search = specs.resolved(search)
+    base = search.sample({}, search.name)
+    ray_train.check_batch(base)
+    data.fetch(base.data.root, log=echo)
+    with ray_train.session(echo):
+        ray_train.check_fits(base)
+        search_dir = rundir.create(search.output_dir, search.name)
+        rundir.write_search(search_dir, search)
+        s = search.search
+        at_once = grids.at_once(base.scaling, s.num_samples, max_concurrent or search.tune.max_concurrent)
+        seeds = f", {search.repeat} seeds each" if search.repeat > 1 else ""
+        echo(f"search directory: {search_dir}  ({s.num_samples} samples, {s.algorithm}{seeds}, {at_once} at a time)")
+        interrupted = False
+        try:
+            grids.run_search(search, search_dir, at_once)
+        except KeyboardInterrupt:
+            interrupted = True
+        summaries = _settle(search_dir, started, interrupted)
+    if interrupted:
+        raise Interrupted(f"interrupted; the samples' last evaluated models are in {search_dir}")
+    return search_dir, summaries
+
+
+def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
+    """Every run of a search with a summary: the ones Tune ended before they could write theirs are
+    stopped early (ASHA) or interrupted (Ctrl-C)."""
+    from . import grid as grids
+
+    summaries = []
+    for run in storage.folders_holding(search_dir, rundir.CONFIG):
+        if rundir.has_summary(run):
+            summaries.append(rundir.read_summary(run))
+            continue
+        spec = rundir.read_config(run)
+        if interrupted:
+            status, error = "interrupted", "interrupted by the user"
+        elif rundir.finished(run, spec):
+            status, error = "completed", None
+        else:
+            status, error = "stopped", "stopped early by the asha scheduler"
+        summaries.append(rundir.finish(run, spec, status, started, error))
+        values = storage.join(run, grids.VALUES)
+        if storage.exists(values):
+            telemetry.write_hparams(run, json.loads(storage.read_bytes(values)), summaries[-1])
+    return summaries
+
+
 def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, max_concurrent, started,
                 resume: bool) -> list[dict]:
     """Run `todo` (trials of grid) into their directories, each locked meanwhile; a summary for every
@@ -133,7 +189,7 @@ def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, m
             if trial not in todo:
                 summaries.append(rundir.read_summary(run))
                 continue
-            finished = rundir.last_iteration(run) == trial.spec.train.iters
+            finished = rundir.finished(run, trial.spec)
             status, error = outcomes.get(trial.name) or (
                 ("completed", None) if finished else ("interrupted", "interrupted by the user"))
             summaries.append(rundir.finish(run, trial.spec, status, started, error))
@@ -159,6 +215,10 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
     if rundir.is_grid(location):
         return _resume_grid(location, echo, iters, scaling or {}, max_concurrent, started)
     spec, state = _resumable(location, iters)
+    if state and rundir.reached_target(spec, state["history"]):
+        echo(f"{location}: reached its target accuracy ({spec.train.target_accuracy}%) at iteration "
+             f"{state['iteration']}; nothing to do")
+        return None
     target = iters or spec.train.iters
     if state and state["iteration"] >= target:
         if not rundir.has_summary(location) or rundir.read_summary(location)["status"] != "completed":
@@ -242,7 +302,8 @@ def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent
         if ended in ("completed", "stopped") and iters is None:
             continue  # finished, or stopped by the scheduler on purpose: left as they are
         spec, state = _resumable(runs[trial.name], iters)
-        if state and state["iteration"] >= (iters or spec.train.iters):
+        if state and (state["iteration"] >= (iters or spec.train.iters)
+                      or rundir.reached_target(spec, state["history"])):
             continue
         todo.append(dataclasses.replace(trial, spec=_carried_on(spec, iters or spec.train.iters, scaling)))
     if not todo:

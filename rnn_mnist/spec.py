@@ -86,11 +86,18 @@ class TrainSpec:
     # exploding gradients are the plain rnn's classic failure; clipping is off by default like the seed
     grad_clip: Optional[float] = _opt(None, "max gradient norm, or null", check=_positive,
                                       rule="a positive number or null")
+    # time to accuracy (MLPerf's way): the run ends at the first evaluation that reaches it
+    target_accuracy: Optional[float] = _opt(None, "stop at the first test evaluation at or above this accuracy "
+                                            "(%), or null", check=_up_to(100), rule="a number in (0, 100], or null")
 
 
 @dataclass(frozen=True)
 class DataSpec:
     root: str = _opt("data", "folder holding MNIST/raw (torchvision's layout)")
+    # choosing by the test set tunes to it: a search compares configurations on held-out training images
+    validation: int = _opt(0, "the last N training images, held out of training; their accuracy is measured at "
+                           "each evaluation (val_accuracy)", check=lambda v: 0 <= v <= 30_000,
+                           rule="an integer from 0 to 30000")
 
 
 @dataclass(frozen=True)
@@ -137,12 +144,50 @@ class TuneSpec:
     """How a grid runs on Ray Tune (the `tune:` section of a grid file)."""
 
     scheduler: str = _opt("none", "none, or asha: stop trials early that trail the others", choices=("none", "asha"))
-    metric: str = _opt("accuracy", "what asha compares", choices=("accuracy", "loss"))
+    metric: str = _opt("accuracy", "what asha compares (val_accuracy: needs data.validation)",
+                       choices=("accuracy", "loss", "val_accuracy"))
     mode: str = _opt("max", "whether the metric should be high or low", choices=("max", "min"))
     grace_period: int = _opt(2, "evaluations every trial gets before asha may stop it",
                              check=_up_to(10**6), rule="an integer from 1 to 1000000")
     max_concurrent: Optional[int] = _opt(None, "trials at once; null: as many as the cluster holds",
                                          check=_up_to(1024), rule="an integer from 1 to 1024, or null")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How a search samples (the `search:` section; its `space:` holds the distributions)."""
+
+    algorithm: str = _opt("random", "random: Ray Tune's random sampling; optuna: Ray Tune's OptunaSearch, each "
+                          "sample chosen from how the finished ones did", choices=("random", "optuna"))
+    num_samples: int = _opt(8, "configurations to sample", check=_up_to(MAX_TRIALS),
+                            rule=f"an integer from 1 to {MAX_TRIALS}")
+
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")  # Ray Tune's: tune.choice, tune.uniform, ...
+MAX_REPEAT = 100
+
+
+@dataclass(frozen=True)
+class Search:
+    """A job file with a `search:` section: num_samples configurations drawn from its space, each run
+    `repeat` times at seeds seed, seed + 1, ..."""
+
+    name: str
+    base: dict  # the job's own fields, checked: what every sample starts from
+    space: tuple  # (dotted key, distribution, its arguments) per sampled field
+    search: SearchSpec
+    tune: TuneSpec
+    repeat: int
+    output_dir: str
+
+    def sample(self, values: dict, name: str, seed_offset: int = 0) -> JobSpec:
+        """The job spec of one sample: the base with the sampled values, the seed moved by seed_offset."""
+        raw = copy.deepcopy(self.base)
+        for key, value in values.items():
+            set_dotted(raw, key, value, f"{self.name}: sample {name}")
+        raw["name"] = name
+        raw.setdefault("train", {})["seed"] = raw["train"].get("seed", 0) + seed_offset
+        return from_dict(raw, f"{self.name}: sample {name}")
 
 
 @dataclass(frozen=True)
@@ -227,6 +272,10 @@ def _cross_check(spec: JobSpec, source: str) -> None:
         wrong = storage.problem(place)
         if wrong:
             raise SpecError(f"{source}: {dotted}: {wrong}")
+    left = 60_000 - spec.data.validation
+    if spec.train.batch_size > left:
+        raise SpecError(f"{source}: train.batch_size: {spec.train.batch_size} is more than the {left} training images "
+                        f"that data.validation ({spec.data.validation}) leaves")
     if spec.model.cell != "rnn" and spec.model.nonlinearity != "tanh":
         raise SpecError(f"{source}: model.nonlinearity: {spec.model.nonlinearity!r} applies to the rnn cell only,"
                         f" not {spec.model.cell!r} (leave it out or set tanh)")
@@ -331,9 +380,107 @@ def load(path: Path, overrides: list[str] = (), raw: Optional[dict] = None) -> J
 
 
 def load_any(path: Path, overrides: list[str] = ()):
-    """A JobSpec, or a Grid for a file with a `grid:` section."""
+    """A JobSpec, a Grid for a file with a `grid:` section, or a Search for one with `search:`."""
     raw = read_yaml(path)
+    if "search" in raw:
+        if "grid" in raw:
+            raise SpecError(f"{path}: grid and search: a job file has one or the other")
+        return load_search(path, overrides, raw)
+    if "repeat" in raw:
+        raise SpecError(f"{path}: repeat: applies to a search (a `search:` section); grids do not repeat yet")
     return (load_grid if "grid" in raw or "tune" in raw else load)(path, overrides, raw)
+
+
+_UNSAMPLED = ("name", "output", "scaling", "data.root")  # where runs go and what they run on: the same for all
+
+
+def _distribution(key, value, source: str) -> tuple:
+    """(key, distribution, arguments) of one `search.space` entry, or a SpecError naming the key."""
+    if not isinstance(key, str) or not _GRID_KEY.fullmatch(key) or key == "preset":
+        raise SpecError(f"{source}: search.space: {show(key)} is not a dotted field (like train.lr)")
+    where = f"{source}: search.space.{key}"
+    if key.startswith(_UNSAMPLED):
+        raise SpecError(f"{where}: cannot be sampled (every sample runs alike and lands in the search's directory)")
+    shapes = "{choice: [a, b, ...]}, {uniform: [low, high]}, {loguniform: [low, high]} or {randint: [low, high]}"
+    if not isinstance(value, dict) or len(value) != 1:
+        raise SpecError(f"{where}: expected one of {shapes}, got {show(value)}")
+    ((kind, args),) = value.items()
+    if kind not in DISTRIBUTIONS:
+        raise SpecError(f"{where}: unknown distribution {show(kind)} (known: {', '.join(DISTRIBUTIONS)})")
+    if kind == "choice":
+        if not isinstance(args, list) or not args or len(args) > MAX_TRIALS:
+            raise SpecError(f"{where}: choice: expected a list of 1 to {MAX_TRIALS} values, got {show(args)}")
+        return key, kind, tuple(args)
+    number = (int,) if kind == "randint" else (int, float)
+    if (not isinstance(args, list) or len(args) != 2
+            or not all(isinstance(a, number) and not isinstance(a, bool) and math.isfinite(a) for a in args)):
+        what = "integers" if kind == "randint" else "numbers"
+        raise SpecError(f"{where}: {kind}: expected [low, high], two {what}, got {show(args)}")
+    low, high = args
+    if not low < high:
+        raise SpecError(f"{where}: {kind}: expected low < high, got {show(args)}")
+    if kind == "loguniform" and low <= 0:
+        raise SpecError(f"{where}: loguniform: expected a positive low bound, got {show(low)}")
+    return key, kind, (low, high)
+
+
+def extremes(kind: str, args: tuple) -> tuple:
+    """The values a distribution can reach at its ends (a randint's high bound is excluded, as Tune's)."""
+    if kind == "choice":
+        return args
+    if kind == "randint":
+        return args[0], args[1] - 1
+    return float(args[0]), float(args[1])  # sampled as floats: an integer field refuses them here
+
+
+def load_search(path: Path, overrides: list[str] = (), raw: Optional[dict] = None) -> Search:
+    """Read a search file and check every distribution at its ends before anything runs."""
+    source = str(path)
+    raw = read_yaml(path) if raw is None else raw
+    section, tune, repeat = raw.pop("search"), raw.pop("tune", None) or {}, raw.pop("repeat", 1)
+    if not isinstance(section, dict):
+        raise SpecError(f"{source}: search: expected a mapping (algorithm, num_samples, space), got {show(section)}")
+    settings = {k: v for k, v in section.items() if k != "space"}
+    search_spec = _build(SearchSpec, settings, "search", source)
+    tune_spec = _build(TuneSpec, tune, "tune", source)
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= MAX_REPEAT:
+        raise SpecError(f"{source}: repeat: expected an integer from 1 to {MAX_REPEAT}, got {show(repeat)}")
+    from_dict(raw, source)  # the search's own fields, blamed on the file
+    if overrides:
+        raw = apply_overrides(raw, list(overrides))
+        from_dict(raw, f"{source} (with --set)")
+    space_raw = section.get("space")
+    if not isinstance(space_raw, dict) or not space_raw:
+        raise SpecError(f"{source}: search.space: expected a mapping of dotted fields to distributions, "
+                        f"got {show(space_raw)}")
+    space = tuple(_distribution(key, value, source) for key, value in space_raw.items())
+    for key, kind, args in space:
+        for value in extremes(kind, args):
+            where = f"{source}: search.space.{key} ({kind} reaches {show(value)})"
+            trial_raw = copy.deepcopy(raw)
+            set_dotted(trial_raw, key, value, where)
+            from_dict(trial_raw, where)
+    ends = [[(key, value) for value in extremes(kind, args)] for key, kind, args in space]
+    if math.prod(len(e) for e in ends) <= 4096:  # and together: fields that constrain each other (lstm and relu)
+        for combo in itertools.product(*ends):
+            where = f"{source}: search.space at " + ", ".join(f"{k}={show(v)}" for k, v in combo)
+            trial_raw = copy.deepcopy(raw)
+            for key, value in combo:
+                set_dotted(trial_raw, key, value, where)
+            from_dict(trial_raw, where)
+    keys = {key for key, _, _ in space}
+    if tune_spec.scheduler == "asha":
+        if repeat > 1:
+            raise SpecError(f"{source}: repeat: asha compares samples while they train, and a sample's seeds run one "
+                            "after another; use repeat with scheduler none")
+        if keys & {"train.iters", "train.eval_every"}:
+            raise SpecError(f"{source}: search.space: train.iters and train.eval_every cannot be sampled with asha "
+                            "(its rungs count evaluations)")
+    base = from_dict(raw, source)
+    if tune_spec.metric == "val_accuracy" and not base.data.validation and "data.validation" not in keys:
+        raise SpecError(f"{source}: tune.metric: val_accuracy needs data.validation (held-out training images)")
+    body = {k: v for k, v in raw.items() if k != "name"}
+    return Search(base.name, body, space, search_spec, tune_spec, repeat, base.output.location)
 
 
 def _format_value(value) -> str:
@@ -434,6 +581,9 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         trials.append(Trial(name, from_dict(trial_raw, where), tuple(combo)))
     if len({t.name for t in trials}) < len(trials):
         raise SpecError(f"{source}: grid: two trials would share a name; make the values distinct")
+    if tune_spec.metric == "val_accuracy" and any(not t.spec.data.validation for t in trials):
+        raise SpecError(f"{source}: tune.metric: val_accuracy needs data.validation (held-out training images) "
+                        "in every trial")
     presets = tuple(_preset_path(path, value, source) for value in grid.get("preset", []))
     return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location, presets)
 
@@ -453,12 +603,16 @@ def _resolved_spec(spec: JobSpec, base: Path) -> JobSpec:
 
 
 def resolved(job):
-    """The job (a JobSpec or a Grid) with absolute data and output paths, taken from $RNNJOB_HOME or
+    """The job (a JobSpec, Grid or Search) with absolute data and output paths, taken from $RNNJOB_HOME or
     else the working folder: the one place relative paths are read, so that no Ray worker (which runs
     in a folder of Ray's), nor a later `rnnjob resume` from elsewhere, depends on where it runs."""
     base = Path(os.environ.get(HOME_ENV) or ".").expanduser()
     if isinstance(job, JobSpec):
         return _resolved_spec(job, base)
+    if isinstance(job, Search):
+        spec = _resolved_spec(from_dict({**job.base, "name": job.name}, job.name), base)
+        body = {k: v for k, v in spec.to_dict().items() if k != "name"}
+        return dataclasses.replace(job, base=body, output_dir=spec.output.location)
     trials = tuple(dataclasses.replace(t, spec=_resolved_spec(t.spec, base)) for t in job.trials)
     return dataclasses.replace(job, trials=trials, output_dir=trials[0].spec.output.location)
 

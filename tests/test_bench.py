@@ -128,3 +128,26 @@ def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
     report = json.loads((tmp_path / "gpu.json").read_text())
     assert report["cuda"] is False and report["goal_training_loop_under_5_s"] is None
     assert report["steps"] == {name: {"skipped": "no CUDA device"} for name in ("tests", "tutorial", "run", "submit")}
+
+
+@pytest.mark.slow
+def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_path, mnist_root):
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "overhead.py", "--rounds", "1", "--iters", "30",
+                           "--only", "run,cluster", "--results", tmp_path],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(next(tmp_path.glob("overhead-cpu-30-*.json")).read_text())
+    cluster, run = report["medians"]["cluster"], report["medians"]["run"]
+    for phase in ("driver start and imports", "join or start Ray", "controller and worker start",
+                  "worker imports, Ray Train and DDP set-up", "data load", "training: steps",
+                  "worker group and controller end", "submit to first step"):
+        assert cluster[phase] >= 0, phase
+    # the phases follow one another from the driver's start to its end: together they are its wall time
+    for figures in (cluster, run):
+        totals = ("submit to first step", "wall", "train_seconds (summary)")
+        parts = sum(v for k, v in figures.items() if k not in totals)
+        assert abs(parts - figures["wall"]) < 1.5
+    assert "join or start Ray" not in run  # no Ray in rnnjob run
+    cpu = report["runs"]["cluster"][0]["cpu_seconds"]
+    assert cpu["Ray Train worker (training)"] > 0 and cpu["Ray Train controller"] > 0
+    assert "phase" in done.stdout and "CPU seconds while" in done.stdout

@@ -1,12 +1,14 @@
 """The training loop on real MNIST, without Ray: the 7 steps, checkpoints, and carrying on from one."""
 
+import dataclasses
 import math
+import time
 
 import pytest
 import torch
 from torch import nn
 
-from rnn_mnist import loop, rundir
+from rnn_mnist import data, loop, rundir
 from rnn_mnist.spec import DataSpec, JobSpec, ModelSpec, TrainSpec
 
 
@@ -70,6 +72,20 @@ def test_fit_evaluates_every_eval_every_and_at_the_end(mnist_root, tmp_path):
     state = rundir.load_model(tmp_path)
     assert state["iteration"] == 25 and state["setup"]["device"] == "cpu" and state["setup"]["workers"] == 1
     assert set(state["optimizer"]) == {"state", "param_groups"}  # torch.optim's own state_dict
+
+
+def test_held_out_training_images_are_measured_at_each_evaluation(mnist_root, tmp_path):
+    spec = small_spec(mnist_root, iters=20)
+    spec = dataclasses.replace(spec, data=dataclasses.replace(spec.data, validation=5000))
+    done = loop.fit(spec, torch.device("cpu"), str(tmp_path))
+    assert [r["iteration"] for r in done.history] == [10, 20] and all(0 < r["val_accuracy"] < 100 for r in done.history)
+    summary = rundir.finish(str(tmp_path), spec, "completed", time.time())
+    assert summary["final_val_accuracy"] == done.history[-1]["val_accuracy"]
+    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in done.history)
+    images, labels = data.load(mnist_root, train=True)
+    (train_images, train_labels), (val_images, val_labels) = data.split(images, labels, 5000)
+    assert len(train_labels) == 55_000 and len(train_images) == 55_000
+    assert torch.equal(val_images, images[55_000:]) and torch.equal(val_labels, labels[55_000:])
 
 
 def test_the_same_seed_gives_the_same_metrics(mnist_root):

@@ -103,8 +103,9 @@ def test_the_executable_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnis
     driver = {m["pid"] for m in seen if m["what"] == "driver process started"}
     worker = {m["pid"] for m in seen if m["what"] == "worker function entered"}
     assert len(driver) == len(worker) == 1 and driver != worker
-    order = ["driver process started", "ray started", "fit called", "worker process started", "worker function entered",
-             "model ready", "data loaded", "first step done", "loop ended", "fit returned", "summary written", "ray left"]
+    order = ["driver process started", "ray started", "fit called", "worker process started",
+             "worker function entered", "model ready", "data loaded", "first step done", "loop ended", "fit returned",
+             "summary written", "ray left"]
     firsts = [next(m["t"] for m in seen if m["what"] == what) for what in order]
     assert firsts == sorted(firsts)
 
@@ -163,22 +164,22 @@ def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_jo
     assert summary["status"] == "failed" and summary["error"] == line.removeprefix("error: ")
 
 
-def test_a_two_worker_job_that_failed_resumes_on_two_workers_to_the_same_weights(local_ray, tmp_path, mnist_root):
-    job = tmp_path / "twice.yaml"
-    job.write_text(job_text(mnist_root, tmp_path / "whole", "twice", iters=300, eval_every=100, hidden=32))
-    assert invoke("submit", job, "--workers", 2).exit_code == 0
-    # rank 1 dies after iteration 200's checkpoint, with no retry allowed: the job fails there
-    failed = invoke("submit", job, "--workers", 2, "--out", tmp_path / "parts", "--set", "scaling.max_failures=0",
-                    RNNJOB_FAULT="1:201")
+def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same_weights(local_ray, tmp_path,
+                                                                                          mnist_root):
+    common = ["--iters", 1200, "--workers", 2, "--set", "train.eval_every=200", "--set", f"data.root={mnist_root}"]
+    assert invoke("submit", JOBS / "model_c.yaml", "--out", tmp_path / "whole", *common).exit_code == 0
+    # rank 1 dies after iteration 1000's checkpoint, with no retry allowed: the job fails there
+    failed = invoke("submit", JOBS / "model_c.yaml", "--out", tmp_path / "parts", *common,
+                    "--set", "scaling.max_failures=0", RNNJOB_FAULT="1:1001")
     assert failed.exit_code == 1, failed.output
-    stopped = tmp_path / "parts" / "twice"
-    assert rundir.read_summary(stopped)["status"] == "failed" and rundir.load_model(stopped)["iteration"] == 200
+    stopped = tmp_path / "parts" / "model_c"
+    assert rundir.read_summary(stopped)["status"] == "failed" and rundir.load_model(stopped)["iteration"] == 1000
     resumed = invoke("resume", stopped, "--workers", 2)
     assert resumed.exit_code == 0, resumed.output
-    whole = tmp_path / "whole" / "twice"
+    whole = tmp_path / "whole" / "model_c"
     a, b = rundir.load_model(whole)["model"], rundir.load_model(stopped)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     strip = lambda run: [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]  # noqa: E731
     assert strip(whole) == strip(stopped)
     summary = rundir.read_summary(stopped)
-    assert summary["status"] == "completed" and summary["workers"] == 2 and summary["resumes"][0]["iteration"] == 200
+    assert summary["status"] == "completed" and summary["workers"] == 2 and summary["resumes"][0]["iteration"] == 1000

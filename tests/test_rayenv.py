@@ -14,7 +14,8 @@ NAMES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_ENABLE_PREEMPTION_WATCH
 
 
 def settings(**env) -> dict:
-    code = f"import json, os; from rnn_mnist import rayenv; print(json.dumps({{n: os.environ.get(n) for n in {NAMES}}}))"
+    code = ("import json, os; from rnn_mnist import rayenv; "
+            f"print(json.dumps({{n: os.environ.get(n) for n in {NAMES}}}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env=clean_env(**env))
     return json.loads(done.stdout)

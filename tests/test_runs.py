@@ -122,6 +122,26 @@ def test_a_completed_run_without_more_iterations_has_nothing_to_do(job_file):
     assert rundir.read_summary(run) == summary
 
 
+def test_a_run_stops_at_the_first_evaluation_that_reaches_its_target_accuracy(job_file):
+    job = job_file("tta", iters=100, eval_every=10)
+    whole, _ = runs.local(specs.load(job), "cpu", quiet)
+    history = rundir.read_metrics(whole)
+    # a level the run passes for the first time at an evaluation after the second one
+    k = next(i for i in range(2, len(history)) if history[i]["accuracy"] > max(h["accuracy"] for h in history[:i]))
+    target = history[k]["accuracy"]
+    run, summary = runs.local(specs.load(job, [f"train.target_accuracy={target}"]), "cpu", quiet)
+    assert summary["status"] == "completed" and summary["iterations"] == history[k]["iteration"] < 100
+    assert [m["accuracy"] for m in rundir.read_metrics(run)] == [m["accuracy"] for m in history[:k + 1]]
+    reached = summary["reached_target"]
+    assert summary["target_accuracy"] == target and reached["iteration"] == history[k]["iteration"]
+    assert reached["train_seconds"] == summary["train_seconds"] > 0 and reached["elapsed_seconds"] > 0
+    said = []
+    assert runs.resume(run, said.append) is None and "reached its target accuracy" in said[0]
+    # a target never reached: the run trains all its iterations and says so
+    _, missed = runs.local(specs.load(job, ["train.target_accuracy=100", "train.iters=20"]), "cpu", quiet)
+    assert missed["iterations"] == 20 and missed["target_accuracy"] == 100 and missed["reached_target"] is None
+
+
 def test_resume_refuses_a_run_that_is_still_running(job_file):
     run, _ = runs.local(specs.load(job_file()), "cpu", quiet)
     before = snapshot(run)
