@@ -92,6 +92,9 @@ def command(contender: str, args, out: str, head: "Head | None") -> list[str]:
     return [str(BIN / "rnnjob"), "submit", *job, "--workers", "1", *extra]
 
 
+SETTLED = {"Ray Train worker (training)", "Ray Train controller", "the rnnjob command (driver)"}
+
+
 def kind(proc: psutil.Process, driver: int) -> "str | None":
     """What a process is, for the CPU table (None: not one of ours, a kernel thread, say). Ray names its
     worker processes after what they run (ray::RayTrainWorker, ray::IDLE) once they have started."""
@@ -146,8 +149,10 @@ def measure(contender: str, args, head) -> dict:
                     seen[p.pid] = sum(p.cpu_times()[:2])
                 except psutil.Error:
                     continue
-                if what != "Ray: a worker process, starting" or p.pid not in kinds:
-                    kinds[p.pid] = what  # its latest name: a worker takes its title once it has started
+                if kinds.get(p.pid) not in SETTLED:
+                    # a worker takes its title once it has started, and a task's name while it runs one
+                    # (ray::execute): keep the first title that says what the process is
+                    kinds[p.pid] = what
             time.sleep(0.2)
         ended = time.time()
         output = proc.stdout.read()
