@@ -15,18 +15,17 @@ the rounds to benchmarks/results/overhead-<time>.json. The head is ended as it w
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+import bench  # its running head (cluster/local.sh), shared
+
+ROOT = bench.ROOT
 CONTENDERS = {"run": "rnnjob run", "cluster": "rnnjob submit --workers 1 --address (running head)",
               "embedded": "rnnjob submit --workers 1 (embedded Ray)"}
 # (phase, from mark, to mark): marks by the driver (d:) and by rank 0's worker process (w:)
@@ -55,41 +54,10 @@ RUN_PHASES = {  # rnnjob run has no Ray: its marks come from the one process
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Head:
-    """A running Ray head from cluster/local.sh, on free ports, in a state folder of its own."""
-
-    def __init__(self, cpus: int):
-        self.state = tempfile.mkdtemp(prefix="bench-cluster-")
-        os.rmdir(self.state)  # local.sh makes it, 0700
-        self.port = free_port()
-        self.env = {**os.environ, "RNNJOB_CLUSTER_STATE": self.state, "RNNJOB_CLUSTER_PORT": str(self.port),
-                    "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()),
-                    "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()), "RAY": str(BIN / "ray")}
-        subprocess.run([str(ROOT / "cluster" / "local.sh"), "up", "--cpus", str(cpus)], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
-        self.address = f"127.0.0.1:{self.port}"
-
-    def pgids(self) -> set:
-        with open(os.path.join(self.state, "pids")) as f:
-            return {int(line.split()[0]) for line in f if line.strip()}
-
-    def down(self):
-        subprocess.run([str(ROOT / "cluster" / "local.sh"), "down"], env=self.env, check=False,
-                       stdout=subprocess.DEVNULL)
-
-
-def command(contender: str, args, out: str, head: "Head | None") -> list[str]:
-    job = [str(ROOT / "jobs" / "model_c.yaml"), "--iters", str(args.iters), "--seed", str(args.seed), "--out", out]
-    if contender == "run":
-        return [str(BIN / "rnnjob"), "run", *job, "--device", "cpu"]
-    extra = ["--address", head.address] if contender == "cluster" else []
-    return [str(BIN / "rnnjob"), "submit", *job, "--workers", "1", *extra]
+def command(contender: str, args, out: str, head) -> list[str]:
+    """The command line of bench.py's variant for this contender: (b), (e) or (c)."""
+    variant = {"run": "b", "cluster": "e", "embedded": "c"}[contender]
+    return bench.command(variant, args.iters, args.seed, "cpu", Path(out), head)
 
 
 SETTLED = {"Ray Train worker (training)", "Ray Train controller", "the rnnjob command (driver)"}
@@ -212,7 +180,7 @@ def main():
     args = parser.parse_args()
     args.extra_env = dict(item.split("=", 1) for item in args.env)
     chosen = [c for c in args.only.split(",") if c in CONTENDERS]
-    head = Head(cpus=os.cpu_count()) if "cluster" in chosen else None
+    head = bench.Head() if "cluster" in chosen else None
     runs = {c: [] for c in chosen}
     try:
         for r in range(args.rounds):

@@ -34,6 +34,18 @@ def _trial(config: dict) -> None:
     ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()], resume=t["resume"]).fit()
 
 
+def _tuner(trainable, param_space: dict, config: tune.TuneConfig, name: str, folder: str) -> tune.Tuner:
+    """The Tuner of a grid or a search: Tune's files in <folder>/<name>, no trial's failure ending the others."""
+    # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
+    # handler ends the experiment quietly, and its trials would read as stopped early
+    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    return tune.Tuner(
+        tune.with_resources(trainable, {"memory": 1}),  # no CPU for the Tune function: its workers need them
+        param_space=param_space, tune_config=config,
+        run_config=tune.RunConfig(name=name, storage_path=folder, verbose=0,
+                                  failure_config=tune.FailureConfig(fail_fast=False)))
+
+
 def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
     """Trials at once: what the user asked for, at most what the cluster can hold side by side."""
     return at_once(grid.trials[0].spec.scaling, len(grid.trials), asked or grid.tune.max_concurrent)
@@ -63,20 +75,12 @@ def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool 
     Returns trial name -> (status, error): completed, failed, or stopped early by ASHA."""
     space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume,
               "timeline": timeline.setting()} for t in grid.trials]
-    # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
-    # handler ends the experiment quietly, and its trials would read as stopped early
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    tuner = tune.Tuner(
-        tune.with_resources(_trial, {"memory": 1}),  # no CPU for the Tune function: its workers need them
-        param_space={"trial": tune.grid_search(space)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=at_once,
-                                    scheduler=_scheduler(grid.tune, [t.spec for t in grid.trials])),
-        # a resumed grid's Tune experiment is a new one beside the first: Tune's own restore would rerun
-        # its finished trials' functions, and our trials carry on from their run directories anyway
-        run_config=tune.RunConfig(name=time.strftime("tune-resumed-%Y%m%d-%H%M%S") if resume else "tune",
-                                  storage_path=grid_dir, verbose=0,
-                                  failure_config=tune.FailureConfig(fail_fast=False)),
-    )
+    config = tune.TuneConfig(max_concurrent_trials=at_once,
+                             scheduler=_scheduler(grid.tune, [t.spec for t in grid.trials]))
+    # a resumed grid's Tune experiment is a new one beside the first: Tune's own restore would rerun
+    # its finished trials' functions, and our trials carry on from their run directories anyway
+    name = time.strftime("tune-resumed-%Y%m%d-%H%M%S") if resume else "tune"
+    tuner = _tuner(_trial, {"trial": tune.grid_search(space)}, config, name, grid_dir)
     trial_specs = {t.name: t.spec for t in grid.trials}
     outcomes = {}
     for result in tuner.fit():
@@ -142,7 +146,6 @@ def _domain(kind: str, args: tuple):
 def run_search(search: specs.Search, search_dir: str, at_once: int) -> None:
     """Run a search's samples into search_dir (each makes its own directories); Tune's files go to
     <search_dir>/tune. The caller settles the samples Tune stopped (ASHA) or that Ctrl-C ended."""
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")  # as for grids: Ctrl-C is the caller's
     t, base = search.tune, search.sample({}, "base")
     if search.search.algorithm == "optuna":
         from ray.tune.search.optuna import OptunaSearch
@@ -154,12 +157,7 @@ def run_search(search: specs.Search, search_dir: str, at_once: int) -> None:
         algorithm = BasicVariantGenerator(random_state=base.train.seed)  # the same draws for the same seed
     trainable = tune.with_parameters(_sample, search=search, search_dir=search_dir,
                                      timeline_file=timeline.setting())
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"memory": 1}),  # no CPU for the Tune function: its workers need them
-        param_space={"values": {key: _domain(kind, args) for key, kind, args in search.space}},
-        tune_config=tune.TuneConfig(num_samples=search.search.num_samples, search_alg=algorithm,
-                                    max_concurrent_trials=at_once, scheduler=_scheduler(t, [base])),
-        run_config=tune.RunConfig(name="tune", storage_path=search_dir, verbose=0,
-                                  failure_config=tune.FailureConfig(fail_fast=False)),
-    )
-    tuner.fit()
+    config = tune.TuneConfig(num_samples=search.search.num_samples, search_alg=algorithm,
+                             max_concurrent_trials=at_once, scheduler=_scheduler(t, [base]))
+    space = {"values": {key: _domain(kind, args) for key, kind, args in search.space}}
+    _tuner(trainable, space, config, "tune", search_dir).fit()

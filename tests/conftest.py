@@ -20,7 +20,8 @@ def _ensure_ray_token() -> None:
     """A Ray token before anything imports Ray, as `cluster/local.sh up` makes one. On a fresh machine
     the first local Ray writes ~/.ray/auth_token itself; a process that imported Ray before that file
     existed (this one, at collection) then starts its own local Ray, which turns token authentication
-    on, but sends no token to it: every call is refused ("Missing authorization header")."""
+    on, but sends no token to it: every call is refused ("Missing authorization header"). rayenv,
+    imported next, then turns the token mode on for this process."""
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return
     if (Path.home() / ".ray" / "auth_token").exists():
@@ -34,7 +35,11 @@ def _ensure_ray_token() -> None:
 
 _ensure_ray_token()
 
-from rnn_mnist import data  # noqa: E402  (after the token: rnn_mnist.rayenv reads it at import)
+# Ray's settings before any test module imports Ray (test_cluster_configs does, for its schema): Ray
+# fixes its authentication mode when it is first imported, and a local Ray started later in this
+# process (local_ray) would otherwise get no token from it
+from rnn_mnist import rayenv  # noqa: E402,F401
+from rnn_mnist import data  # noqa: E402
 from rnn_mnist.cli import app  # noqa: E402
 
 
