@@ -79,7 +79,11 @@ def local_ray():
     from rnn_mnist import rayenv  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
+    # with its dashboard, as rnnjob starts one: Ray Train's PlacementGroupCleaner asks Ray's State API
+    # (served by the dashboard) whether a trial's controller still lives; without it, the CPUs of a
+    # trial that ASHA stopped stay reserved and the next trials wait for them forever
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -169,8 +173,14 @@ def ctrl_c(args, when: str, timeout=300, **extra_env):
 
     import psutil
 
+    def as_from_a_shell():
+        # a child inherits an ignored or blocked SIGINT across exec; a user's shell hands the command a
+        # default one, so that Ctrl-C reaches it whatever this test process's libraries did to theirs
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     proc = subprocess.Popen([RNNJOB, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=clean_env(**extra_env))
+                            env=clean_env(**extra_env), preexec_fn=as_from_a_shell)
     seen = []
     for line in proc.stdout:
         seen.append(line)
