@@ -117,6 +117,7 @@ def test_only_the_targets_of_variants_that_ran_are_judged():
     assert bench.verdicts(medians(), "cuda", accuracy()) == [("(b) training loop < 5 s", "4.00 s", True)]
 
 
+@pytest.mark.slow
 def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
     import torch
 

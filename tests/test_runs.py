@@ -122,6 +122,7 @@ def test_a_completed_run_without_more_iterations_has_nothing_to_do(job_file):
     assert rundir.read_summary(run) == summary
 
 
+@pytest.mark.slow
 def test_a_run_stops_at_the_first_evaluation_that_reaches_its_target_accuracy(job_file):
     job = job_file("tta", iters=100, eval_every=10)
     whole, _ = runs.local(specs.load(job), "cpu", quiet)
