@@ -166,18 +166,22 @@ def head(tmp_path_factory):
     assert pgroups_alive(pids) == [] and not state.exists()
 
 
+def as_from_a_shell() -> None:
+    """preexec_fn for a command a test will Ctrl-C: a child inherits an ignored or blocked SIGINT across
+    exec, and a user's shell hands the command a default one, whatever this test process's libraries
+    (Ray, Tune) did to theirs."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctrl_c(args, when: str, timeout=300, **extra_env):
     """Run `rnnjob ARGS`, press Ctrl-C (SIGINT) once a line of its output contains `when`, and wait for
     it to end. Returns (the CompletedProcess, the pids of every process it had started by then)."""
     import signal
 
     import psutil
-
-    def as_from_a_shell():
-        # a child inherits an ignored or blocked SIGINT across exec; a user's shell hands the command a
-        # default one, so that Ctrl-C reaches it whatever this test process's libraries did to theirs
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     proc = subprocess.Popen([RNNJOB, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=clean_env(**extra_env), preexec_fn=as_from_a_shell)

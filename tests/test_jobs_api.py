@@ -174,11 +174,11 @@ def test_the_log_follower_rides_out_a_dropped_connection_and_ends_with_the_last_
 def test_ctrl_c_while_following_says_how_to_follow_again_or_stop(head, job_file):
     import signal
 
-    from tests.conftest import RNNJOB, clean_env
+    from tests.conftest import RNNJOB, as_from_a_shell, clean_env
 
     following = subprocess.Popen([RNNJOB, "submit", str(job_file("followed_long", 100_000)), "--address",
                                   head["jobs"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=clean_env())
+                                 env=clean_env(), preexec_fn=as_from_a_shell)
     first = following.stdout.readline()  # "submitted raysubmit_... to ..."
     job_id = next(w for w in first.split() if w.startswith("raysubmit_"))
     time.sleep(2)
