@@ -29,6 +29,7 @@ from .errors import BadInput, RunFailed  # noqa: E402
 
 PACKAGE = Path(__file__).resolve().parent  # what the cluster needs of rnnjob: its own source files
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+STOP_GRACE_S = 30  # between Ray's SIGTERM to a stopped job's driver and its SIGKILL
 CLUSTER_HOME = "~/rnnjob"  # where a remote job's relative paths (data, runs) land on the head
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 POLL_S = 1.0  # between looks at a job's log and status while following it
@@ -126,6 +127,9 @@ def _submit(address, command, target, files, args, python, pip) -> str:
         env = {k: v for k, v in os.environ.items() if k.startswith("RNNJOB_")}
         # the job's working_dir is temporary: its relative paths (data, runs) start in CLUSTER_HOME
         env[specs.HOME_ENV] = CLUSTER_HOME
+        # `rnnjob stop`: Ray's job supervisor sends SIGTERM, then SIGKILL after this many seconds (3 by
+        # default); the driver needs up to ray_train.STOP_WAIT_S to end its workers and write the summary
+        env["RAY_JOB_STOP_WAIT_TIME_S"] = str(STOP_GRACE_S)
         runtime_env = {"working_dir": folder, "env_vars": env}
         if pip:
             runtime_env["pip"] = pip
@@ -246,7 +250,7 @@ def jobs(address: str) -> list:
 
 
 def stop(address: str, job_id: str) -> JobStatus:
-    """Ask the job to stop and wait (up to 30 s) for it to end; returns its status then."""
+    """Ask the job to stop and wait for it to end (its driver has STOP_GRACE_S); returns its status then."""
     client, _ = _job(address, job_id)
     client.stop_job(job_id)
-    return wait(client, job_id, timeout=30)
+    return wait(client, job_id, timeout=STOP_GRACE_S + 10)

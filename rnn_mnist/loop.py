@@ -70,6 +70,11 @@ class Hooks:
     def report(self, record: dict, state: Optional[dict]) -> None:
         """Called on every worker after each evaluation; state only on rank 0."""
 
+    def stop_requested(self) -> bool:
+        """Asked on every worker every TICK_EVERY steps: whether to end here, without another
+        checkpoint (a Ray job whose driver was stopped). Every worker gets the same answer."""
+        return False
+
     def publishers(self, run: Optional[str]) -> list:
         """What this worker publishes while it trains besides the run directory (Ray's metrics)."""
         return []
@@ -304,6 +309,8 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: O
                 timeline.mark("first step done")
             hooks.after_step(done.iteration)
             ticker.step(done.iteration, loss, lr)
+            if done.iteration % TICK_EVERY == 0 and hooks.stop_requested():
+                break  # the last checkpoint stands, as after Ctrl-C in `rnnjob run`
             if done.iteration % t.eval_every == 0 or done.iteration == t.iters:
                 if device.type == "cuda":  # the steps queued on the GPU belong to the training time
                     torch.cuda.synchronize(device)

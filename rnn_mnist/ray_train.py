@@ -22,6 +22,7 @@ from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
 
 import ray  # noqa: E402
 import ray.train  # noqa: E402
+import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
 
@@ -32,6 +33,7 @@ from .errors import BadInput, RunFailed  # noqa: E402
 
 FAULT_ENV = "RNNJOB_FAULT"  # "RANK:ITERATION": that rank exits once when it reaches that iteration
 FAULT_MARK = ".fault-injected"
+STOP_WAIT_S = 20  # how long a stopped driver waits for its workers to end before it leaves them to Ray
 
 
 class ClusterTooSmall(BadInput):
@@ -68,6 +70,7 @@ class RayHooks(loop.Hooks):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.run, self.fault, self.carry_on = run, fault, carry_on
+        self.next_stop_check = 0.0
 
     def prepare_model(self, model, device):
         model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
@@ -83,6 +86,19 @@ class RayHooks(loop.Hooks):
         if self.world_size > 1:
             dist.all_reduce(tensor)
         return tensor
+
+    def stop_requested(self):
+        # rank 0 looks for the driver's request (on an object store, which bills and delays every look, at
+        # most every 5 s) and tells the others: all must leave the loop at the same step
+        asked = False
+        if self.rank == 0 and time.monotonic() >= self.next_stop_check:
+            self.next_stop_check = time.monotonic() + (5.0 if storage.is_uri(self.run) else 0.0)
+            asked = storage.exists(storage.join(self.run, rundir.STOP))
+        if self.world_size > 1:
+            flag = torch.tensor([float(asked)], device=ray.train.torch.get_device())
+            dist.all_reduce(flag)
+            asked = flag.item() > 0
+        return asked
 
     def resume(self):
         checkpoint = ray.train.get_checkpoint()  # this job's own, after a worker died
@@ -181,6 +197,20 @@ def train_worker(config: dict) -> None:
         # the reason in the run directory, rather than have Ray Train retry from the same checkpoint
         if hooks.rank == 0:
             storage.write_bytes(storage.join(config["run"], rundir.FAILED), str(e).encode())
+
+
+def _stop_workers(stop: str, done: threading.Event) -> None:
+    """Ctrl-C or `rnnjob stop` in the driver: ask the workers to leave their loop at the next tick and wait
+    (up to STOP_WAIT_S; a second Ctrl-C stops waiting) for the job to end, so that no checkpoint lands after
+    the summary the caller writes next. Workers that do not answer end when the Ray session does."""
+    storage.write_bytes(stop, b"")
+    timeline.mark("stop requested")
+    try:
+        done.wait(STOP_WAIT_S)
+    except KeyboardInterrupt:
+        pass
+    timeline.mark("stop wait over")
+    storage.remove(stop)
 
 
 def failure(run: str) -> Optional[str]:
@@ -327,25 +357,34 @@ def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callba
 
 def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, resume: bool = False) -> None:
     """Run one job on the connected Ray cluster; rank 0 writes metrics and checkpoints into `run`.
-    Ctrl-C raises KeyboardInterrupt here, for the caller to record; leaving the Ray session then ends
-    the job's actors (an embedded Ray stops, a joined cluster drops what this driver owns).
+    Ctrl-C (or SIGTERM) raises KeyboardInterrupt here once the workers have left their loop
+    (_stop_workers), for the caller to record.
 
     The caller checks first (check_batch, check_fits), before it makes the run directory."""
     ended: dict = {}
+    done = threading.Event()  # not Thread.join: a join that Ctrl-C interrupts marks the thread as ended
+    # while it still runs (Python 3.11, bpo-45274's fix)
 
     def fit_here():
         try:
             trainer(spec, run, fault, resume=resume).fit()
         except BaseException as e:  # handed to the main thread
             ended["error"] = e
+        finally:
+            done.set()
 
     # Ray Train installs a SIGINT handler of its own when fit() runs in the main thread, which ends the
     # process (SystemExit) before the caller can write the run's summary; from another thread it does not
     worker = threading.Thread(target=fit_here, name="rnnjob-fit", daemon=True)
+    stop = storage.join(run, rundir.STOP)
+    storage.remove(stop)
     timeline.mark("fit called")
     worker.start()
-    while worker.is_alive():
-        worker.join(0.5)
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        _stop_workers(stop, done)
+        raise
     timeline.mark("fit returned")
     error = ended.get("error")
     if isinstance(error, ray.train.TrainingFailedError):

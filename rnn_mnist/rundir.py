@@ -35,6 +35,7 @@ GRID = "grid.yaml"  # in a grid's directory: its name, tune settings and trials,
 SEARCH = "search.yaml"  # in a search's directory: what it searched, for the record
 LOCK = ".lock"  # held by the process that trains into a run directory (a local or shared folder)
 FAILED = ".failed"  # why Ray workers stopped on a failure that a retry would only repeat
+STOP = ".stop-requested"  # the driver of a Ray job was stopped: its workers end at their next tick
 STALE_S = 600  # a run on an object store (no locks there) counts as running while it reported this recently
 FORMAT = "rnnjob-model/2"  # /2: the optimizer's state is torch.optim's own state_dict
 READABLE = {FORMAT, "rnnjob-model/1"}  # /1's weights still load (rnnjob eval)
@@ -217,7 +218,7 @@ def finished(run, spec: specs.JobSpec) -> bool:
 
 def clear_outcome(run) -> None:
     """Forget how the last attempt ended (its summary, a failure's reason): the run carries on."""
-    for name in (SUMMARY, FAILED):
+    for name in (SUMMARY, FAILED, STOP):
         storage.remove(storage.join(run, name))
 
 

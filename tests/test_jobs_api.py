@@ -280,9 +280,12 @@ def test_a_job_stopped_on_the_cluster_resumes_there_from_its_run_directory(head,
     assert rnnjob("stop", job_id, "--address", head["jobs"]).stdout.strip() == f"{job_id}: STOPPED"
     summary = rundir.read_summary(run)  # the driver ended as on Ctrl-C
     assert summary["status"] == "interrupted" and summary["iterations"] >= 20
+    time.sleep(2)  # no worker goes on after the driver: the summary describes the last checkpoint
+    assert rundir.load_model(run / "model.pt")["iteration"] == summary["iterations"] == rundir.last_iteration(run)
     resumed = rnnjob("resume", run, "--iters", 200, "--address", head["jobs"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)" in resumed.stdout
+    assert f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)" in resumed.stdout, \
+        resumed.stdout
     after = rundir.read_summary(run)
     assert after["status"] == "completed" and after["iterations"] == 200
     assert after["resumes"][0]["iteration"] == summary["iterations"]
