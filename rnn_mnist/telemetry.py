@@ -105,34 +105,51 @@ class TensorBoard(Publisher):
     """Scalars for TensorBoard in the run directory: train/loss, train/lr, train/samples_per_second,
     train/seconds_per_step every tick, test/accuracy and test/loss at each evaluation.
 
+    Ticks reach the writer in batches, every `period` seconds (the writer's own flush period: TensorBoard
+    sees nothing sooner anyway) and at each evaluation: its thread then wakes a few times a minute
+    rather than at every tick, beside the training threads (benchmarks/README.md, issue 12).
+
     A run directory on an object store gets the event files copied up at each evaluation (they are
     written locally first: TensorBoard's writers append). A job carried on from a checkpoint purges
     the steps after it that an earlier attempt had written (TensorBoard's purge_step)."""
+
+    period = 10.0
 
     def __init__(self, run: str, resumed_at: int = 0):
         from tensorboardX import SummaryWriter  # comes with ray[train]; only rank 0 with a run needs it
 
         self.run = run
+        self.ticks, self.handed = [], time.monotonic()
         self.local = tempfile.mkdtemp(prefix="rnnjob-tb-") if storage.is_uri(run) else run
-        # a file of its own (tensorboardX names files by the second: two attempts in one second would share one),
-        # and the steps an earlier attempt wrote after the checkpoint this one starts from are dropped
+        # a file of its own, named in the order the attempts began (tensorboardX names files by the second, and
+        # TensorBoard reads a folder's files in name order): the steps an earlier attempt wrote after the
+        # checkpoint this one starts from are then dropped (purge_step), not this attempt's
         self.writer = SummaryWriter(logdir=self.local, purge_step=resumed_at + 1 if resumed_at else None,
-                                    flush_secs=10, filename_suffix=f".{uuid.uuid4().hex[:8]}")
+                                    flush_secs=self.period, filename_suffix=f".{time.time_ns()}.{uuid.uuid4().hex[:4]}")
 
     def steps(self, tick):
-        step = tick["iteration"]
-        self.writer.add_scalar("train/loss", tick["loss"], step)
-        self.writer.add_scalar("train/lr", tick["lr"], step)
-        self.writer.add_scalar("train/samples_per_second", tick["samples_per_second"], step)
-        self.writer.add_scalar("train/seconds_per_step", tick["seconds_per_step"], step)
+        self.ticks.append(tick)
+        if time.monotonic() - self.handed >= self.period:
+            self._hand_over()
+
+    def _hand_over(self):
+        for tick in self.ticks:
+            step = tick["iteration"]
+            self.writer.add_scalar("train/loss", tick["loss"], step)
+            self.writer.add_scalar("train/lr", tick["lr"], step)
+            self.writer.add_scalar("train/samples_per_second", tick["samples_per_second"], step)
+            self.writer.add_scalar("train/seconds_per_step", tick["seconds_per_step"], step)
+        self.ticks, self.handed = [], time.monotonic()
 
     def evaluation(self, record):
+        self._hand_over()
         self.writer.add_scalar("test/accuracy", record["accuracy"], record["iteration"])
         self.writer.add_scalar("test/loss_at_evaluation", record["loss"], record["iteration"])
         self.writer.flush()
         self._upload()
 
     def close(self):
+        self._hand_over()
         self.writer.close()
         self._upload()
         if self.local != self.run:
