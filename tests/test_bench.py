@@ -152,3 +152,29 @@ def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_
     cpu = report["runs"]["cluster"][0]["cpu_seconds"]
     assert cpu["Ray Train worker (training)"] > 0 and cpu["Ray Train controller"] > 0
     assert "phase" in done.stdout and "CPU seconds while" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_tta_times_every_contender_to_both_targets_from_their_evaluations(tmp_path, mnist_root):
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "tta.py", "--rounds", "1", "--iters", "200",
+                           "--every", "100", "--target", "40", "--preset", ROOT / "jobs" / "smoke.yaml",
+                           "--preset-iters", "200", "--first-seed", "3", "--results", tmp_path],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(next(tmp_path.glob("tta-cpu-*.json")).read_text())
+    names = ["tutorial pipeline", "rnnjob run, the seed's recipe", "rnnjob run jobs/smoke.yaml"]
+    assert list(report["runs"]) == list(report["table"]) == names
+    for name in names:
+        (run,) = report["runs"][name]
+        evals = run["evaluations"]
+        assert run["seed"] == 3 and [e["iteration"] for e in evals] == [100, 200]  # the same schedule for all
+        assert 0 < evals[0]["seconds"] < evals[1]["seconds"]
+        for key, target in (("tutorial_final", report["tutorial_final"][0]), ("target", 40.0)):
+            row = report["table"][name][key]
+            first = next((e for e in evals if e["accuracy"] >= target), None)
+            assert row["reached"] == (first is not None) and row["rounds"] == 1
+            assert row["median_seconds"] == (first and first["seconds"])
+    # the tutorial reaches its own final accuracy at its last evaluation at the latest
+    assert report["table"]["tutorial pipeline"]["tutorial_final"]["reached"] == 1
+    assert report["tutorial_final"] == [report["runs"]["tutorial pipeline"][0]["evaluations"][-1]["accuracy"]]
+    assert "time to accuracy, seconds from launch" in done.stdout

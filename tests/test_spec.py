@@ -10,7 +10,7 @@ from tests.conftest import JOBS
 
 def test_every_shipped_job_is_valid():
     for path in JOBS.glob("*.yaml"):
-        assert isinstance(specs.load_any(path), (specs.JobSpec, specs.Grid))
+        assert isinstance(specs.load_any(path), (specs.JobSpec, specs.Grid, specs.Search))
 
 
 def leaves(tree, prefix=""):
