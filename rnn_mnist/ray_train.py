@@ -153,6 +153,7 @@ class RayMetrics(telemetry.Publisher):
         self.rank = rank
         self.per_run, self.per_rank = {"run": run}, {"run": run, "rank": str(rank)}
         run_tags, rank_tags = ("run",), ("run", "rank")
+        self.updated = 0.0
         self.iteration = Gauge("rnnjob_iteration", "optimizer steps done", tag_keys=run_tags)
         self.loss = Gauge("rnnjob_train_loss", "training loss of the latest batch (rank 0's)", tag_keys=run_tags)
         self.accuracy = Gauge("rnnjob_test_accuracy", "test accuracy (%) at the latest evaluation",
@@ -162,7 +163,13 @@ class RayMetrics(telemetry.Publisher):
         self.step_time = Gauge("rnnjob_seconds_per_step", "seconds per optimizer step, this rank",
                                tag_keys=rank_tags)
 
+    period = 1.0  # seconds between updates: Ray exports a node's metrics every few seconds, and each set costs
+
     def steps(self, tick):
+        now = time.monotonic()
+        if now - self.updated < self.period:
+            return
+        self.updated = now
         self.samples.set(tick["samples_per_second"], tags=self.per_rank)
         self.step_time.set(tick["seconds_per_step"], tags=self.per_rank)
         if self.rank == 0:
