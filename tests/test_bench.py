@@ -178,3 +178,17 @@ def test_bench_tta_times_every_contender_to_both_targets_from_their_evaluations(
     assert report["table"]["tutorial pipeline"]["tutorial_final"]["reached"] == 1
     assert report["tutorial_final"] == [report["runs"]["tutorial pipeline"][0]["evaluations"][-1]["accuracy"]]
     assert "time to accuracy, seconds from launch" in done.stdout
+
+
+@pytest.mark.slow
+def test_watch_cost_times_the_loop_with_and_without_its_publishers(tmp_path, mnist_root):
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "watch_cost.py", "--rounds", "2", "--iters", "30",
+                           "--results", tmp_path], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(next(tmp_path.glob("watch-cost-*.json")).read_text())
+    per_step = report["seconds_per_step"]
+    assert set(per_step) == {"off", "files", "ray"} and all(len(v) == 2 and min(v) > 0 for v in per_step.values())
+    for setting, figures in report["summary"].items():
+        assert figures["ms_per_step"] == pytest.approx(1000 * statistics.median(per_step[setting]))
+        ratios = [a / b for a, b in zip(per_step[setting], per_step["off"])]
+        assert figures["ratio_to_off"] == pytest.approx(statistics.median(ratios))

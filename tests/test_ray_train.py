@@ -138,16 +138,21 @@ def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
     assert rundir.read_summary(tmp_path / "runs" / "bar")["status"] == "completed"
 
 
-def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root, workers):
     from tests.conftest import alive, ctrl_c
 
     job = tmp_path / "long.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "long", iters=100_000, eval_every=50))
-    done, started = ctrl_c(["submit", job], "Iteration: 100.")
+    done, started = ctrl_c(["submit", job, "--workers", workers], "Iteration: 100.")
     assert done.returncode == 130, done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
-    summary = rundir.read_summary(tmp_path / "runs" / "long")
+    run = tmp_path / "runs" / "long"
+    summary = rundir.read_summary(run)
     assert summary["status"] == "interrupted" and summary["iterations"] >= 100
+    # the workers left their loop together, before the summary: it describes the last checkpoint
+    assert rundir.load_model(run / rundir.MODEL)["iteration"] == summary["iterations"] == rundir.last_iteration(run)
+    assert "Error in training function" not in done.stdout and not (run / rundir.STOP).exists()
     assert started and alive(started) == []  # the embedded Ray ended with the command
 
 
