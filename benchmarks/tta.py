@@ -32,7 +32,8 @@ ROOT = bench.ROOT
 def command(contender: str, args, seed: int, out: Path) -> list[str]:
     if contender == "tutorial":
         return [str(bench.BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
-                "--iters", str(args.iters), "--seed", str(seed), "--device", args.device, "--eval-every", str(args.every)]
+                "--iters", str(args.iters), "--seed", str(seed), "--device", args.device,
+                "--eval-every", str(args.every)]
     job = ROOT / "jobs" / "model_c.yaml" if contender == "seed" else Path(contender)
     iters = ["--iters", str(args.iters)] if contender == "seed" else (
         ["--iters", str(args.preset_iters)] if args.preset_iters else [])
@@ -45,11 +46,13 @@ def evaluations(contender: str, args, seed: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="tta-") as out:
         out = Path(out)
         marks = out / "timeline.jsonl"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}, "RNNJOB_TIMELINE": str(marks)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        env["RNNJOB_TIMELINE"] = str(marks)
         launched = time.time()
         done = subprocess.run(command(contender, args, seed, out), capture_output=True, text=True, env=env, cwd=ROOT)
         if done.returncode != 0:
-            raise SystemExit(f"tta: {contender} failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
+            output = (done.stdout + done.stderr)[-2000:]
+            raise SystemExit(f"tta: {contender} failed (exit {done.returncode}):\n{output}")
         if contender == "tutorial":
             records = json.loads(done.stdout.strip().splitlines()[-1])["evaluations"]
             return [{"iteration": r["iteration"], "accuracy": r["accuracy"], "seconds": r["t"] - launched}

@@ -70,7 +70,8 @@ class RayHooks(loop.Hooks):
         ctx = ray.train.get_context()
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.run, self.fault, self.carry_on = run, fault, carry_on
-        self.next_stop_check = 0.0
+        # an object store bills and delays every look: there rank 0 looks for a stop request every 5 s
+        self.stop_clock = telemetry.Every(5.0 if storage.is_uri(run) else 0.0)
 
     def prepare_model(self, model, device):
         model = ray.train.torch.prepare_model(model)  # moves to the worker's device; DDP if several workers
@@ -88,11 +89,10 @@ class RayHooks(loop.Hooks):
         return tensor
 
     def stop_requested(self):
-        # rank 0 looks for the driver's request (on an object store, which bills and delays every look, at
-        # most every 5 s) and tells the others: all must leave the loop at the same step
+        # rank 0 looks for the driver's request and tells the others: all must leave the loop at the same step
         asked = False
-        if self.rank == 0 and time.monotonic() >= self.next_stop_check:
-            self.next_stop_check = time.monotonic() + (5.0 if storage.is_uri(self.run) else 0.0)
+        if self.rank == 0 and self.stop_clock.due():
+            self.stop_clock.done()
             asked = storage.exists(storage.join(self.run, rundir.STOP))
         if self.world_size > 1:
             flag = torch.tensor([float(asked)], device=ray.train.torch.get_device())
@@ -153,7 +153,7 @@ class RayMetrics(telemetry.Publisher):
         self.rank = rank
         self.per_run, self.per_rank = {"run": run}, {"run": run, "rank": str(rank)}
         run_tags, rank_tags = ("run",), ("run", "rank")
-        self.updated = 0.0
+        self.clock = telemetry.Every(1.0)  # Ray exports a node's metrics every few seconds, and each set costs
         self.iteration = Gauge("rnnjob_iteration", "optimizer steps done", tag_keys=run_tags)
         self.loss = Gauge("rnnjob_train_loss", "training loss of the latest batch (rank 0's)", tag_keys=run_tags)
         self.accuracy = Gauge("rnnjob_test_accuracy", "test accuracy (%) at the latest evaluation",
@@ -163,13 +163,10 @@ class RayMetrics(telemetry.Publisher):
         self.step_time = Gauge("rnnjob_seconds_per_step", "seconds per optimizer step, this rank",
                                tag_keys=rank_tags)
 
-    period = 1.0  # seconds between updates: Ray exports a node's metrics every few seconds, and each set costs
-
     def steps(self, tick):
-        now = time.monotonic()
-        if now - self.updated < self.period:
+        if not self.clock.due():
             return
-        self.updated = now
+        self.clock.done()
         self.samples.set(tick["samples_per_second"], tags=self.per_rank)
         self.step_time.set(tick["seconds_per_step"], tags=self.per_rank)
         if self.rank == 0:

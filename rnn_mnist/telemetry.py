@@ -37,18 +37,32 @@ class Publisher:
         """The run ended, one way or another."""
 
 
+class Every:
+    """The clock of something done at most once every `period` seconds: `due` says whether the period
+    has passed since it was last `done` (at first it is due)."""
+
+    def __init__(self, period: float):
+        self.period, self.last = period, None
+
+    def due(self) -> bool:
+        return self.last is None or time.monotonic() - self.last >= self.period
+
+    def done(self) -> None:
+        self.last = time.monotonic()
+
+
 class ProgressFile(Publisher):
-    """Where the run stands between evaluations, rewritten whole at most every `period` seconds."""
+    """Where the run stands between evaluations, rewritten whole at most every second (10 s on an
+    object store, which bills every write)."""
 
     def __init__(self, run: str, iters: int):
         self.place = storage.join(run, rundir.PROGRESS)
-        self.period = 10.0 if storage.is_uri(run) else 1.0  # an object store bills every write
+        self.clock = Every(10.0 if storage.is_uri(run) else 1.0)
         self.state = {"iters": iters, "accuracy": None}
-        self.written = 0.0
 
     def steps(self, tick):
         self.state.update(tick)
-        if time.monotonic() - self.written >= self.period:
+        if self.clock.due():
             self._write()
 
     def evaluation(self, record):
@@ -56,7 +70,7 @@ class ProgressFile(Publisher):
         self._write()
 
     def _write(self):
-        self.written = time.monotonic()
+        self.clock.done()
         storage.write_bytes(self.place, json.dumps({**self.state, "updated": time.time()}).encode())
 
 
@@ -105,7 +119,7 @@ class TensorBoard(Publisher):
     """Scalars for TensorBoard in the run directory: train/loss, train/lr, train/samples_per_second,
     train/seconds_per_step every tick, test/accuracy and test/loss at each evaluation.
 
-    Ticks reach the writer in batches, every `period` seconds (the writer's own flush period: TensorBoard
+    Ticks reach the writer in batches, every `FLUSH_S` seconds (the writer's own flush period: TensorBoard
     sees nothing sooner anyway) and at each evaluation: its thread then wakes a few times a minute
     rather than at every tick, beside the training threads (benchmarks/README.md, issue 12).
 
@@ -113,23 +127,24 @@ class TensorBoard(Publisher):
     written locally first: TensorBoard's writers append). A job carried on from a checkpoint purges
     the steps after it that an earlier attempt had written (TensorBoard's purge_step)."""
 
-    period = 10.0
+    FLUSH_S = 10.0
 
     def __init__(self, run: str, resumed_at: int = 0):
         from tensorboardX import SummaryWriter  # comes with ray[train]; only rank 0 with a run needs it
 
         self.run = run
-        self.ticks, self.handed = [], time.monotonic()
+        self.ticks, self.clock = [], Every(self.FLUSH_S)
         self.local = tempfile.mkdtemp(prefix="rnnjob-tb-") if storage.is_uri(run) else run
         # a file of its own, named in the order the attempts began (tensorboardX names files by the second, and
         # TensorBoard reads a folder's files in name order): the steps an earlier attempt wrote after the
         # checkpoint this one starts from are then dropped (purge_step), not this attempt's
         self.writer = SummaryWriter(logdir=self.local, purge_step=resumed_at + 1 if resumed_at else None,
-                                    flush_secs=self.period, filename_suffix=f".{time.time_ns()}.{uuid.uuid4().hex[:4]}")
+                                    flush_secs=self.FLUSH_S,
+                                    filename_suffix=f".{time.time_ns()}.{uuid.uuid4().hex[:4]}")
 
     def steps(self, tick):
         self.ticks.append(tick)
-        if time.monotonic() - self.handed >= self.period:
+        if self.clock.due():
             self._hand_over()
 
     def _hand_over(self):
@@ -139,7 +154,8 @@ class TensorBoard(Publisher):
             self.writer.add_scalar("train/lr", tick["lr"], step)
             self.writer.add_scalar("train/samples_per_second", tick["samples_per_second"], step)
             self.writer.add_scalar("train/seconds_per_step", tick["seconds_per_step"], step)
-        self.ticks, self.handed = [], time.monotonic()
+        self.ticks = []
+        self.clock.done()
 
     def evaluation(self, record):
         self._hand_over()

@@ -284,8 +284,8 @@ def test_a_job_stopped_on_the_cluster_resumes_there_from_its_run_directory(head,
     assert rundir.load_model(run / "model.pt")["iteration"] == summary["iterations"] == rundir.last_iteration(run)
     resumed = rnnjob("resume", run, "--iters", 200, "--address", head["jobs"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)" in resumed.stdout, \
-        resumed.stdout
+    line = f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)"
+    assert line in resumed.stdout, resumed.stdout
     after = rundir.read_summary(run)
     assert after["status"] == "completed" and after["iterations"] == 200
     assert after["resumes"][0]["iteration"] == summary["iterations"]
