@@ -30,15 +30,15 @@ ROOT = bench.ROOT
 
 
 def command(contender: str, args, seed: int, out: Path) -> list[str]:
+    """bench.py's commands for the tutorial (a) and its recipe in rnnjob (b), on this benchmark's schedule."""
     if contender == "tutorial":
-        return [str(bench.BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
-                "--iters", str(args.iters), "--seed", str(seed), "--device", args.device,
-                "--eval-every", str(args.every)]
-    job = ROOT / "jobs" / "model_c.yaml" if contender == "seed" else Path(contender)
-    iters = ["--iters", str(args.iters)] if contender == "seed" else (
-        ["--iters", str(args.preset_iters)] if args.preset_iters else [])
-    return [str(bench.BIN / "rnnjob"), "run", str(job), *iters, "--seed", str(seed), "--out", str(out),
-            "--device", args.device, "--set", f"train.eval_every={args.every}"]
+        return bench.command("a", args.iters, seed, args.device, out) + ["--eval-every", str(args.every)]
+    schedule = ["--set", f"train.eval_every={args.every}"]
+    if contender == "seed":
+        return bench.command("b", args.iters, seed, args.device, out) + schedule
+    iters = ["--iters", str(args.preset_iters)] if args.preset_iters else []
+    return [str(bench.BIN / "rnnjob"), "run", contender, *iters, "--seed", str(seed), "--out", str(out),
+            "--device", args.device, *schedule]
 
 
 def evaluations(contender: str, args, seed: int) -> list[dict]:
