@@ -241,7 +241,7 @@ def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "tri
     """The results table of a grid or search, then one line: its failures (exit 1), or done."""
     table, _ = report.rows(grid_dir)
     typer.echo(report.render(table, "table"))
-    per_configuration = report.configurations(table)
+    per_configuration = report.configurations(table, report.ranked_by(grid_dir))
     if per_configuration:
         typer.echo(report.render(per_configuration, "table", report.CONFIGURATION_COLUMNS))
     failed = [s for s in summaries if s["status"] == "failed"]
@@ -370,7 +370,8 @@ def data_fetch(root: Annotated[Path, typer.Option(help="Folder that gets MNIST/r
 @app.command()
 def results(directory: Annotated[str, typer.Argument(help="Where to look for runs: a folder or a URI.")] = "runs",
             format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table") -> None:
-    """Every run below DIRECTORY in one table, best final accuracy first."""
+    """Every run below DIRECTORY in one table, best final accuracy first (a grid or search judged on
+    val_accuracy: best validation accuracy first)."""
     if format_ not in report.FORMATS:
         fail(f"--format: expected one of {', '.join(report.FORMATS)}, got {format_!r}", 2)
     _existing_folder(directory)
@@ -381,7 +382,7 @@ def results(directory: Annotated[str, typer.Argument(help="Where to look for run
         typer.echo(f"no runs below {directory}")
         return
     typer.echo(report.render(table, format_))
-    per_configuration = report.configurations(table)
+    per_configuration = report.configurations(table, report.ranked_by(directory))
     if per_configuration and format_ in ("table", "markdown"):  # runs of one configuration at several seeds
         typer.echo("")
         typer.echo(report.render(per_configuration, format_, report.CONFIGURATION_COLUMNS))

@@ -9,6 +9,8 @@ import statistics
 import time
 from pathlib import Path
 
+import yaml
+
 from . import rundir, storage, telemetry
 from . import spec as specs
 
@@ -48,15 +50,32 @@ def row(run: str, root) -> dict:
     }
 
 
+def ranked_by(root) -> str:
+    """The accuracy that orders root's runs: val_accuracy for a grid or search judged on it (tune.metric),
+    so that its table never invites choosing by the test set; else final_accuracy."""
+    for record in (rundir.GRID, rundir.SEARCH):
+        try:
+            tune = yaml.safe_load(storage.read_bytes(storage.join(root, record))).get("tune") or {}
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
+        if tune.get("metric") == "val_accuracy":
+            return "val_accuracy"
+    return "final_accuracy"
+
+
+def _best_first(table: list[dict], column: str, name: str) -> None:
+    table.sort(key=lambda r: (r[column] is None, -(r[column] or 0), r[name]))
+
+
 def rows(root) -> tuple[list[dict], list[str]]:
-    """(one row per readable run, best final accuracy first; a line per run that could not be read)."""
+    """(one row per readable run, best first by `ranked_by`; a line per run that could not be read)."""
     found, unreadable = [], []
     for run in find_runs(root):
         try:
             found.append(row(run, root))
         except (specs.SpecError, ValueError, OSError) as e:
             unreadable.append(f"{run}: skipped, {str(e).splitlines()[0]}")
-    found.sort(key=lambda r: (r["final_accuracy"] is None, -(r["final_accuracy"] or 0), r["name"]))
+    _best_first(found, ranked_by(root), "name")
     return found, unreadable
 
 
@@ -69,9 +88,9 @@ def cell(value) -> str:
     return str(value)
 
 
-def configurations(table: list[dict]) -> list[dict]:
+def configurations(table: list[dict], column: str = "final_accuracy") -> list[dict]:
     """One row per configuration that ran at several seeds (runs named <configuration>/seed=S): the
-    mean and standard deviation of its completed runs' final accuracies, best mean first."""
+    mean and standard deviation of its completed runs' final accuracies, best mean of `column` first."""
     groups: dict = {}
     for r in table:
         match = SEED_RUN.fullmatch(r["name"])
@@ -87,7 +106,7 @@ def configurations(table: list[dict]) -> list[dict]:
                     "final_accuracy_std": statistics.pstdev(acc) if acc else None,
                     "val_accuracy_mean": statistics.fmean(val) if val else None,
                     "val_accuracy_std": statistics.pstdev(val) if val else None})
-    out.sort(key=lambda r: (r["final_accuracy_mean"] is None, -(r["final_accuracy_mean"] or 0), r["configuration"]))
+    _best_first(out, f"{column}_mean", "configuration")
     return out
 
 

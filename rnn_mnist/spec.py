@@ -199,7 +199,8 @@ class Trial:
 
 @dataclass(frozen=True)
 class Grid:
-    """A job file with a `grid:` section: the cartesian product of its values, one trial each."""
+    """A job file with a `grid:` section: the cartesian product of its values, one trial each (with
+    `repeat: K`, K trials each: `<combination>/seed=S`)."""
 
     name: str
     trials: tuple
@@ -386,9 +387,17 @@ def load_any(path: Path, overrides: list[str] = ()):
         if "grid" in raw:
             raise SpecError(f"{path}: grid and search: a job file has one or the other")
         return load_search(path, overrides, raw)
-    if "repeat" in raw:
-        raise SpecError(f"{path}: repeat: applies to a search (a `search:` section); grids do not repeat yet")
+    if "repeat" in raw and "grid" not in raw:
+        raise SpecError(f"{path}: repeat: applies to a grid or a search (a `grid:` or `search:` section)")
     return (load_grid if "grid" in raw or "tune" in raw else load)(path, overrides, raw)
+
+
+def _repeat(raw: dict, source: str) -> int:
+    """A grid's or search's `repeat:` (taken out of raw): the seeds each configuration runs at."""
+    repeat = raw.pop("repeat", 1)
+    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= MAX_REPEAT:
+        raise SpecError(f"{source}: repeat: expected an integer from 1 to {MAX_REPEAT}, got {show(repeat)}")
+    return repeat
 
 
 _UNSAMPLED = ("name", "output", "scaling", "data.root")  # where runs go and what they run on: the same for all
@@ -437,14 +446,12 @@ def load_search(path: Path, overrides: list[str] = (), raw: Optional[dict] = Non
     """Read a search file and check every distribution at its ends before anything runs."""
     source = str(path)
     raw = read_yaml(path) if raw is None else raw
-    section, tune, repeat = raw.pop("search"), raw.pop("tune", None) or {}, raw.pop("repeat", 1)
+    section, tune, repeat = raw.pop("search"), raw.pop("tune", None) or {}, _repeat(raw, source)
     if not isinstance(section, dict):
         raise SpecError(f"{source}: search: expected a mapping (algorithm, num_samples, space), got {show(section)}")
     settings = {k: v for k, v in section.items() if k != "space"}
     search_spec = _build(SearchSpec, settings, "search", source)
     tune_spec = _build(TuneSpec, tune, "tune", source)
-    if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat <= MAX_REPEAT:
-        raise SpecError(f"{source}: repeat: expected an integer from 1 to {MAX_REPEAT}, got {show(repeat)}")
     from_dict(raw, source)  # the search's own fields, blamed on the file
     if overrides:
         raw = apply_overrides(raw, list(overrides))
@@ -548,10 +555,12 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
     """Read a grid file and check every value, then every trial, before anything runs."""
     source = str(path)
     raw = read_yaml(path) if raw is None else raw
-    grid, tune = raw.pop("grid", None), raw.pop("tune", None) or {}
+    grid, tune, repeat = raw.pop("grid", None), raw.pop("tune", None) or {}, _repeat(raw, source)
     if not isinstance(grid, dict) or not grid:
         raise SpecError(f"{source}: grid: expected a mapping of dotted keys to lists of values, got {show(grid)}")
     tune_spec = _build(TuneSpec, tune, "tune", source)
+    if repeat > 1 and "train.seed" in grid:
+        raise SpecError(f"{source}: repeat: the grid sweeps train.seed already; use one or the other")
     from_dict(raw, source)  # the grid's own fields, blamed on the file
     if overrides:
         raw = apply_overrides(raw, list(overrides))
@@ -565,9 +574,10 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         if not isinstance(values, list) or not values:
             raise SpecError(f"{source}: grid.{key}: expected a non-empty list of values, got {show(values)}")
         axes.append([(key, value) for value in values])
-    size = math.prod(len(axis) for axis in axes)
+    size = math.prod(len(axis) for axis in axes) * repeat
     if size > MAX_TRIALS:
-        raise SpecError(f"{source}: grid: {size} trials; a grid runs at most {MAX_TRIALS}")
+        raise SpecError(f"{source}: grid: {size} trials{' (with repeat)' if repeat > 1 else ''}; "
+                        f"a grid runs at most {MAX_TRIALS}")
     for axis in axes:  # each value alone first, so an error names the key and the value
         for key, value in axis:
             where = f"{source}: grid {key}={show(value)}"
@@ -578,7 +588,15 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         where = f"{source}: grid trial {name}"
         trial_raw = _trial_raw(raw, combo, path, where)
         trial_raw["name"] = name
-        trials.append(Trial(name, from_dict(trial_raw, where), tuple(combo)))
+        first = from_dict(trial_raw, where)
+        if repeat == 1:
+            trials.append(Trial(name, first, tuple(combo)))
+            continue
+        for seed in range(first.train.seed, first.train.seed + repeat):  # <configuration>/seed=S, as a search's
+            trial_raw["train"] = {**trial_raw.get("train", {}), "seed": seed}
+            trial_raw["name"] = f"{name},seed={seed}"
+            trials.append(Trial(f"{name}/seed={seed}", from_dict(trial_raw, f"{where} at seed {seed}"),
+                                (*combo, ("train.seed", seed))))
     if len({t.name for t in trials}) < len(trials):
         raise SpecError(f"{source}: grid: two trials would share a name; make the values distinct")
     if tune_spec.metric == "val_accuracy" and any(not t.spec.data.validation for t in trials):

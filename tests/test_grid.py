@@ -1,10 +1,12 @@
 """Grids on Ray Tune, on a real local Ray with 2 CPUs shared by the module."""
 
 import json
+import math
+import statistics
 
 import pytest
 
-from rnn_mnist import rundir
+from rnn_mnist import report, rundir
 from tests.conftest import invoke, job_text, own_lines
 
 pytestmark = pytest.mark.slow
@@ -81,6 +83,41 @@ def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_
             {p.name for p in run.iterdir()}
         assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
         assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
+
+
+def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its_metric(
+        local_ray, tmp_path, mnist_root):
+    path = grid_file(tmp_path, mnist_root, "seeds", "grid:\n  train.lr: [0.05, 0.1]\nrepeat: 2\n"
+                     "data: {validation: 2000}\ntune: {metric: val_accuracy}\n")
+    result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10", "--set", "train.seed=5")
+    assert result.exit_code == 0, result.output
+    grid_dir = tmp_path / "runs" / "seeds"
+    for lr in ("0.05", "0.1"):
+        configuration = grid_dir / f"lr={lr}"
+        assert sorted(p.name for p in configuration.iterdir()) == ["seed=5", "seed=6"]
+        a, b = (rundir.read_config(configuration / s) for s in ("seed=5", "seed=6"))
+        assert (a.train.seed, b.train.seed) == (5, 6) and a.train.lr == b.train.lr == float(lr)
+        assert a.model == b.model and a.data == b.data and a.train.iters == b.train.iters == 20
+        for seed in ("seed=5", "seed=6"):
+            assert rundir.read_summary(configuration / seed)["status"] == "completed"
+            assert (configuration / seed / "hparams").is_dir()
+    # runs judged on validation accuracy are listed best validation accuracy first, and so are the
+    # configurations: the mean and spread of their seeds
+    shown = json.loads(invoke("results", grid_dir, "--format", "json").stdout)
+    assert sorted(r["name"] for r in shown) == ["lr=0.05/seed=5", "lr=0.05/seed=6", "lr=0.1/seed=5", "lr=0.1/seed=6"]
+    vals = [r["val_accuracy"] for r in shown]
+    assert vals == sorted(vals, reverse=True)
+    table, _ = report.rows(grid_dir)
+    rows = report.configurations(table, report.ranked_by(grid_dir))
+    assert [r["configuration"] for r in rows] == sorted(
+        ("lr=0.05", "lr=0.1"), key=lambda c: -statistics.fmean(r["val_accuracy"] for r in shown
+                                                                if r["name"].startswith(c + "/")))
+    for row in rows:
+        mine = [r for r in shown if r["name"].startswith(row["configuration"] + "/")]
+        assert row["seeds"] == row["completed"] == 2
+        assert math.isclose(row["final_accuracy_mean"], statistics.fmean(r["final_accuracy"] for r in mine))
+        assert math.isclose(row["val_accuracy_std"], statistics.pstdev(r["val_accuracy"] for r in mine))
+    assert "val_accuracy_mean" in invoke("results", grid_dir).stdout
 
 
 def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnist_root):
