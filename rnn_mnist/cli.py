@@ -243,6 +243,7 @@ def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "tri
     typer.echo(report.render(table, "table"))
     per_configuration = report.configurations(table, report.ranked_by(grid_dir))
     if per_configuration:
+        typer.echo("")
         typer.echo(report.render(per_configuration, "table", report.CONFIGURATION_COLUMNS))
     failed = [s for s in summaries if s["status"] == "failed"]
     if failed:

@@ -39,6 +39,10 @@ def _tuner(trainable, param_space: dict, config: tune.TuneConfig, name: str, fol
     # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
     # handler ends the experiment quietly, and its trials would read as stopped early
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    # Tune's newer console output prints its experiment box and a TensorBoard hint into Ray's session
+    # folder even at verbose=0; rnnjob prints its own directory and table, and writes TensorBoard files
+    # into the run directories
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return tune.Tuner(
         tune.with_resources(trainable, {"memory": 1}),  # no CPU for the Tune function: its workers need them
         param_space=param_space, tune_config=config,
@@ -148,8 +152,10 @@ def run_search(search: specs.Search, search_dir: str, at_once: int) -> None:
     <search_dir>/tune. The caller settles the samples Tune stopped (ASHA) or that Ctrl-C ended."""
     t, base = search.tune, search.sample({}, "base")
     if search.search.algorithm == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not its "A new study created" line
         algorithm = OptunaSearch(metric=t.metric, mode=t.mode, seed=base.train.seed)
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator

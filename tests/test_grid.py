@@ -91,6 +91,8 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
                      "data: {validation: 2000}\ntune: {metric: val_accuracy}\n")
     result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10", "--set", "train.seed=5")
     assert result.exit_code == 0, result.output
+    # rnnjob's own lines only: not Tune's experiment box, nor its TensorBoard hint into Ray's session folder
+    assert "Configuration for experiment" not in result.output and "View detailed results" not in result.output
     grid_dir = tmp_path / "runs" / "seeds"
     for lr in ("0.05", "0.1"):
         configuration = grid_dir / f"lr={lr}"

@@ -61,6 +61,7 @@ def test_an_optuna_search_repeats_each_configuration_at_several_seeds_and_report
             "tune: {metric: val_accuracy, mode: max}\n")
     result = invoke("submit", search_file(tmp_path, mnist_root, "seeds", body, iters=20))
     assert result.exit_code == 0, result.output
+    assert "A new study created" not in result.output and "Configuration for experiment" not in result.output
     search_dir = tmp_path / "runs" / "seeds"
     for sample in samples(search_dir):
         seeds = sorted(p.name for p in sample.iterdir() if (p / "config.yaml").exists())
