@@ -239,9 +239,8 @@ def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]
 
 def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "trials") -> None:
     """The results table of a grid or search, then one line: its failures (exit 1), or done."""
-    table, _ = report.rows(grid_dir)
+    table, per_configuration, _ = report.tables(grid_dir)
     typer.echo(report.render(table, "table"))
-    per_configuration = report.configurations(table, report.ranked_by(grid_dir))
     if per_configuration:
         typer.echo("")
         typer.echo(report.render(per_configuration, "table", report.CONFIGURATION_COLUMNS))
@@ -376,14 +375,13 @@ def results(directory: Annotated[str, typer.Argument(help="Where to look for run
     if format_ not in report.FORMATS:
         fail(f"--format: expected one of {', '.join(report.FORMATS)}, got {format_!r}", 2)
     _existing_folder(directory)
-    table, skipped = report.rows(directory)
+    table, per_configuration, skipped = report.tables(directory)
     for line in skipped:
         typer.echo(f"warning: {line}", err=True)
     if not table and format_ == "table":
         typer.echo(f"no runs below {directory}")
         return
     typer.echo(report.render(table, format_))
-    per_configuration = report.configurations(table, report.ranked_by(directory))
     if per_configuration and format_ in ("table", "markdown"):  # runs of one configuration at several seeds
         typer.echo("")
         typer.echo(report.render(per_configuration, format_, report.CONFIGURATION_COLUMNS))

@@ -9,8 +9,6 @@ import statistics
 import time
 from pathlib import Path
 
-import yaml
-
 from . import rundir, storage, telemetry
 from . import spec as specs
 
@@ -53,30 +51,31 @@ def row(run: str, root) -> dict:
 def ranked_by(root) -> str:
     """The accuracy that orders root's runs: val_accuracy for a grid or search judged on it (tune.metric),
     so that its table never invites choosing by the test set; else final_accuracy."""
-    for record in (rundir.GRID, rundir.SEARCH):
-        try:
-            tune = yaml.safe_load(storage.read_bytes(storage.join(root, record))).get("tune") or {}
-        except (OSError, ValueError, AttributeError, yaml.YAMLError):
-            continue
-        if tune.get("metric") == "val_accuracy":
-            return "val_accuracy"
-    return "final_accuracy"
+    return "val_accuracy" if rundir.judged_on(root) == "val_accuracy" else "final_accuracy"
 
 
 def _best_first(table: list[dict], column: str, name: str) -> None:
     table.sort(key=lambda r: (r[column] is None, -(r[column] or 0), r[name]))
 
 
-def rows(root) -> tuple[list[dict], list[str]]:
-    """(one row per readable run, best first by `ranked_by`; a line per run that could not be read)."""
+def rows(root, by: str = "final_accuracy") -> tuple[list[dict], list[str]]:
+    """(one row per readable run, best `by` first; a line per run that could not be read)."""
     found, unreadable = [], []
     for run in find_runs(root):
         try:
             found.append(row(run, root))
         except (specs.SpecError, ValueError, OSError) as e:
             unreadable.append(f"{run}: skipped, {str(e).splitlines()[0]}")
-    _best_first(found, ranked_by(root), "name")
+    _best_first(found, by, "name")
     return found, unreadable
+
+
+def tables(root) -> tuple[list[dict], list[dict], list[str]]:
+    """What `rnnjob results` shows of root: every run's row, then every configuration's that ran at several
+    seeds, both best first by `ranked_by`; and a line per run that could not be read."""
+    by = ranked_by(root)
+    found, unreadable = rows(root, by)
+    return found, configurations(found, by), unreadable
 
 
 def cell(value) -> str:

@@ -189,6 +189,20 @@ def write_search(search_dir, search: specs.Search) -> None:
     storage.write_bytes(storage.join(search_dir, SEARCH), yaml.safe_dump(text, sort_keys=False).encode())
 
 
+def judged_on(location) -> Optional[str]:
+    """The tune.metric a grid's or search's directory was judged on (its grid.yaml or search.yaml);
+    None for any other folder, or a record that cannot be read."""
+    for record in (GRID, SEARCH):
+        where = storage.join(location, record)
+        try:
+            raw = specs.parse_yaml(storage.read_bytes(where).decode(), where)
+        except (OSError, ValueError):  # absent, unreadable, not UTF-8, not YAML (SpecError)
+            continue
+        tune = raw.get("tune")
+        return tune.get("metric") if isinstance(tune, dict) else None
+    return None
+
+
 def is_grid(location) -> bool:
     return storage.exists(storage.join(location, GRID))
 

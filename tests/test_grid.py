@@ -109,8 +109,7 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
     assert sorted(r["name"] for r in shown) == ["lr=0.05/seed=5", "lr=0.05/seed=6", "lr=0.1/seed=5", "lr=0.1/seed=6"]
     vals = [r["val_accuracy"] for r in shown]
     assert vals == sorted(vals, reverse=True)
-    table, _ = report.rows(grid_dir)
-    rows = report.configurations(table, report.ranked_by(grid_dir))
+    _, rows, _ = report.tables(grid_dir)
     assert [r["configuration"] for r in rows] == sorted(
         ("lr=0.05", "lr=0.1"), key=lambda c: -statistics.fmean(r["val_accuracy"] for r in shown
                                                                 if r["name"].startswith(c + "/")))

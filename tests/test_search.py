@@ -81,8 +81,7 @@ def test_an_optuna_search_repeats_each_configuration_at_several_seeds_and_report
     # `rnnjob results`: the per-run rows, then one row per configuration, mean and spread over its seeds
     shown = invoke("results", search_dir)
     assert shown.exit_code == 0 and "final_accuracy_mean" in shown.stdout
-    table, _ = report.rows(search_dir)
-    rows = report.configurations(table)
+    table, rows, _ = report.tables(search_dir)
     assert sorted(r["configuration"] for r in rows) == [s.name for s in samples(search_dir)]
     for row in rows:
         accs = [r["final_accuracy"] for r in table if r["name"].startswith(row["configuration"] + "/")]
