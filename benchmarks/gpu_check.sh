@@ -7,6 +7,9 @@
 #   2. the tutorial's pipeline on the GPU, model C, 3000 iterations (benchmarks/seed_baseline.py)
 #   3. rnnjob run --device cuda, model C, 3000 iterations (the goal: its training loop under 5 s)
 #   4. rnnjob submit --gpu --workers 1, model C, 3000 iterations (needs Ray)
+#   5. make bench's GPU variants that steps 2-4 leave out, one round (benchmarks/bench.py --gpu --only
+#      b,e,f): rnnjob run beside submit to a running head (cluster/local.sh) and the tutorial wrapped
+#      in Ray Train by hand; each one's wall, loop seconds and time to the first step (needs Ray)
 #
 # It runs with $PYTHON (default: .venv/bin/python if there is one, else python3) and records, for
 # each step, its figures or why it did not run (no CUDA device, Ray missing, ...). Exit 0 when every
@@ -47,6 +50,8 @@ EOF
   if [ "$have_cli" = 1 ] && [ "$have_ray" = 1 ]; then
     step submit 180 "$python" -m rnn_mnist submit jobs/model_c.yaml --gpu --workers 1 --out "$work/runs-ray" \
       --set "data.root=$PWD/data"
+    step bench 240 "$python" benchmarks/bench.py --gpu --rounds 1 --accuracy-seeds 1 --only b,e,f \
+      --results "$work/bench"
   fi
 fi
 
@@ -76,10 +81,11 @@ try:
     report["gpu"] = torch.cuda.get_device_name(0) if cuda else None
 except ImportError:
     report["torch"] = None
+no_ray = "no CUDA device" if not cuda else "Ray (or rnnjob's dependencies) is not installed"
 why_not = {"tests": "no CUDA device", "tutorial": "no CUDA device",
            "run": "no CUDA device" if not cuda else "rnnjob's dependencies (typer, pyyaml) are not installed",
-           "submit": "no CUDA device" if not cuda else "Ray (or rnnjob's dependencies) is not installed"}
-for name in ("tests", "tutorial", "run", "submit"):
+           "submit": no_ray, "bench": no_ray}
+for name in ("tests", "tutorial", "run", "submit", "bench"):
     ran = outcome(name)
     report["steps"][name] = ran or {"skipped": why_not[name]}
 if outcome("tutorial") and outcome("tutorial")["exit"] == 0:
@@ -87,6 +93,9 @@ if outcome("tutorial") and outcome("tutorial")["exit"] == 0:
 for name, folder in (("run", "runs"), ("submit", "runs-ray")):
     if outcome(name) and outcome(name)["exit"] == 0:
         report["steps"][name]["figures"] = summary(work / folder)
+if outcome("bench") and outcome("bench")["exit"] == 0:
+    bench = json.loads(sorted((work / "bench").glob("bench-cuda-*.json"))[-1].read_text())
+    report["steps"]["bench"]["figures"] = {k: bench[k] for k in ("machine", "medians", "runs", "targets")}
 run = report["steps"]["run"].get("figures")
 report["goal_training_loop_under_5_s"] = None if not run else run["train_seconds"] < 5
 Path(out).write_text(json.dumps(report, indent=2) + "\n")
