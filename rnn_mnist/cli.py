@@ -330,7 +330,9 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
             bad += 1
             continue
         if isinstance(checked, specs.Grid):
-            typer.echo(f"ok: {job} (grid {checked.name}: {len(checked.trials)} trials)")
+            seeds = (f" ({len(checked.trials) // checked.repeat} combinations x {checked.repeat} seeds)"
+                     if checked.repeat > 1 else "")
+            typer.echo(f"ok: {job} (grid {checked.name}: {len(checked.trials)} trials{seeds})")
         elif isinstance(checked, specs.Search):
             s = checked.search
             typer.echo(f"ok: {job} (search {checked.name}: {s.num_samples} samples, {s.algorithm}, "

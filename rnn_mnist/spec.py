@@ -207,6 +207,7 @@ class Grid:
     tune: TuneSpec
     output_dir: str
     presets: tuple = ()  # the job files that `preset:` names (Paths beside the grid file)
+    repeat: int = 1  # seeds per combination: len(trials) is the combinations times this
 
 
 def _type_name(t) -> str:
@@ -603,7 +604,7 @@ def load_grid(path: Path, overrides: list[str] = (), raw: Optional[dict] = None)
         raise SpecError(f"{source}: tune.metric: val_accuracy needs data.validation (held-out training images) "
                         "in every trial")
     presets = tuple(_preset_path(path, value, source) for value in grid.get("preset", []))
-    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location, presets)
+    return Grid(raw["name"], tuple(trials), tune_spec, trials[0].spec.output.location, presets, repeat)
 
 
 HOME_ENV = "RNNJOB_HOME"  # where relative data and output paths start; default: the working folder

@@ -50,6 +50,14 @@ def test_validate_counts_a_grids_trials():
     assert result.exit_code == 0 and "grid grid_c: 9 trials" in result.stdout
 
 
+def test_validate_counts_a_repeated_grids_combinations_and_seeds(tmp_path):
+    grid = tmp_path / "seeds.yaml"
+    grid.write_text("name: seeds\nrepeat: 3\ngrid:\n  train.lr: [0.05, 0.1]\n")
+    result = invoke("validate", grid)
+    assert result.exit_code == 0, result.output
+    assert f"ok: {grid} (grid seeds: 6 trials (2 combinations x 3 seeds))" in result.stdout
+
+
 def test_run_prints_the_tutorials_lines_and_where_the_run_went(job_file):
     job = job_file("tiny")
     result = invoke("run", job, "--device", "cpu")
