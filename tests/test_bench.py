@@ -128,7 +128,8 @@ def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "gpu.json").read_text())
     assert report["cuda"] is False and report["goal_training_loop_under_5_s"] is None
-    assert report["steps"] == {name: {"skipped": "no CUDA device"} for name in ("tests", "tutorial", "run", "submit", "bench")}
+    steps = ("tests", "tutorial", "run", "submit", "bench")
+    assert report["steps"] == {name: {"skipped": "no CUDA device"} for name in steps}
 
 
 @pytest.mark.slow
