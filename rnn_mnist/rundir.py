@@ -167,7 +167,8 @@ def finish(run, spec: specs.JobSpec, status: str, started: float, error: Optiona
 
 
 def write_grid(grid_dir, grid: specs.Grid) -> None:
-    text = {"name": grid.name, "tune": dataclasses.asdict(grid.tune), "trials": [t.name for t in grid.trials],
+    text = {"name": grid.name, "tune": dataclasses.asdict(grid.tune), "repeat": grid.repeat,
+            "trials": [t.name for t in grid.trials],
             "values": {t.name: [[k, v] for k, v in t.values] for t in grid.trials}}
     storage.write_bytes(storage.join(grid_dir, GRID), yaml.safe_dump(text, sort_keys=False).encode())
 
@@ -179,7 +180,8 @@ def read_grid(grid_dir) -> specs.Grid:
     tune = specs.TuneSpec(**raw["tune"])
     trials = tuple(specs.Trial(name, read_config(storage.join(grid_dir, name)),
                                tuple((k, v) for k, v in raw["values"][name])) for name in raw["trials"])
-    return specs.Grid(raw["name"], trials, tune, str(grid_dir))
+    # a grid recorded before grids could repeat has no repeat: it ran each combination once
+    return specs.Grid(raw["name"], trials, tune, str(grid_dir), repeat=raw.get("repeat", 1))
 
 
 def write_search(search_dir, search: specs.Search) -> None:

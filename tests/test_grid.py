@@ -94,6 +94,7 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
     # rnnjob's own lines only: not Tune's experiment box, nor its TensorBoard hint into Ray's session folder
     assert "Configuration for experiment" not in result.output and "View detailed results" not in result.output
     grid_dir = tmp_path / "runs" / "seeds"
+    assert rundir.read_grid(grid_dir).repeat == 2  # as `rnnjob resume` reads the grid back
     for lr in ("0.05", "0.1"):
         configuration = grid_dir / f"lr={lr}"
         assert sorted(p.name for p in configuration.iterdir()) == ["seed=5", "seed=6"]
