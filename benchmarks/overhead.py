@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 import bench  # its running head (cluster/local.sh), shared
+import psutil
 
 ROOT = bench.ROOT
 CONTENDERS = {"run": "rnnjob run", "cluster": "rnnjob submit --workers 1 --address (running head)",

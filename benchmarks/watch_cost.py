@@ -34,11 +34,14 @@ def main():
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
 
-    from rnn_mnist import rayenv  # noqa: F401  (before ray: loopback, tokens)
+    from rnn_mnist import rayenv
+
+    rayenv.configure()  # before ray: loopback, tokens
     import ray
     import torch
 
-    from rnn_mnist import loop, ray_train, spec as specs
+    from rnn_mnist import loop, ray_train
+    from rnn_mnist import spec as specs
     from rnn_mnist.kernels import process
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, report, rundir, runs, storage, timeline
+from . import data, rayenv, report, rundir, runs, storage, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 
@@ -115,8 +115,14 @@ def _progress_bar(total: int):
     if not sys.stdout.isatty():
         yield None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
                   TimeElapsedColumn(), TimeRemainingColumn()) as bar:
@@ -165,7 +171,7 @@ def submit(job: JobArg,
     started = time.time()
     scaling = [("scaling.workers", workers) if workers else None, ("scaling.gpu", gpu) if gpu is not None else None]
     sets = overrides(set_, iters, seed, out) + [s for s in scaling if s]
-    jobs_address = jobs_api_address(address)  # --address http://..., else RAY_API_SERVER_ADDRESS or RAY_ADDRESS
+    jobs_address = rayenv.jobs_address(address)  # --address http://..., else RAY_API_SERVER_ADDRESS or RAY_ADDRESS
     with user_errors():
         job_or_grid = specs.load_any(job, sets)  # checked here, before anything goes anywhere
         if jobs_address:
@@ -187,13 +193,12 @@ def submit(job: JobArg,
                        f"iterations on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
 
 
-def jobs_api_address(address: Optional[str]) -> Optional[str]:
-    """The Jobs API address a command should use: --address if it is http(s), else Ray's variables."""
+def _jobs_api_room():
+    """The Jobs API room, imported only by the commands that use it, after rnnjob's Ray settings."""
+    rayenv.configure()
     from . import jobs_api
 
-    if address:
-        return address if jobs_api.is_jobs_address(address) else None
-    return jobs_api.address_from_env()
+    return jobs_api
 
 
 def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str]:
@@ -207,14 +212,14 @@ def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str
 
 def _submit_remote(address: str, job: Path, presets: list, args: list[str], python: str, pip: list[str],
                    detach: bool) -> None:
-    from . import jobs_api
+    jobs_api = _jobs_api_room()
 
     _follow_submitted(address, jobs_api.submit(address, job, presets, args, python, pip), detach)
 
 
 def _follow_submitted(address: str, job_id: str, detach: bool) -> None:
     """After a Jobs API submission: say so, and follow it to its end unless detached."""
-    from . import jobs_api
+    jobs_api = _jobs_api_room()
 
     typer.echo(f"submitted {job_id} to {address}  (Ray dashboard: {address})")
     follow_up = f"rnnjob logs {job_id} --follow --address {address}"
@@ -253,7 +258,8 @@ def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "tri
 
 @app.command()
 def resume(run: Annotated[str, typer.Argument(
-               help="A run directory, or a grid's (a path or a URI).", show_default=False, metavar="RUN")],
+               help="A run directory, or a grid's or a search's (a path or a URI).", show_default=False,
+               metavar="RUN")],
            iters: Annotated[Optional[int], typer.Option(
                "--iters", min=1, help="Train on to N iterations in all (a cosine schedule then spans N).")] = None,
            device: Annotated[Device, typer.Option(help="In this process: where to train.")] = Device.auto,
@@ -270,11 +276,12 @@ def resume(run: Annotated[str, typer.Argument(
     """Carry on a stopped, failed or finished run from its last checkpoint, in its own directory, to
     exactly train.iters (or --iters) iterations: in this process for a run made by `rnnjob run`, on Ray
     for one made by `submit` (or with --workers, --gpu, --address). For a grid's directory: its trials
-    that did not complete. Ctrl-C (exit 130) stops it again, resumable."""
+    that did not complete; for a search's: its samples that did not end, then the samples it had still
+    to draw. Ctrl-C (exit 130) stops it again, resumable."""
     started = time.time()
     scaling = {k: v for k, v in (("workers", workers), ("gpu", gpu)) if v is not None}
     with user_errors():
-        jobs_address = jobs_api_address(address)
+        jobs_address = rayenv.jobs_address(address)
         if jobs_address:
             passed = [part for flag, value in (("--iters", iters), ("--workers", workers),
                                                ("--max-concurrent", max_concurrent))
@@ -291,9 +298,9 @@ def resume(run: Annotated[str, typer.Argument(
     if done is None:
         return
     location, summaries = done
-    if rundir.is_grid(location):
+    if rundir.is_grid(location) or rundir.is_search(location):
         with user_errors():
-            _grid_ended(location, summaries, started)
+            _grid_ended(location, summaries, started, "trials" if rundir.is_grid(location) else "runs")
         return
     s = summaries[0]  # a single run that failed has raised already
     typer.echo(f"done: {s['final_accuracy']:.2f}% test accuracy after {s['iterations']} iterations, "
@@ -309,7 +316,7 @@ def _iters_of(run: str) -> Optional[int]:
 
 
 def _resume_remote(address: str, run: str, args: list[str], python: str, pip: list[str], detach: bool) -> None:
-    from . import jobs_api
+    jobs_api = _jobs_api_room()
 
     if not storage.is_uri(run) and not Path(run).is_absolute():
         raise BadInput(f"{run}: name the run as the cluster sees it: an absolute path on shared storage, or a URI")
@@ -422,12 +429,11 @@ JobIdArg = Annotated[str, typer.Argument(help="A submission id, as `rnnjob list`
 
 
 def _jobs(address: Optional[str]):
-    from . import jobs_api
-
-    if address and not jobs_api.is_jobs_address(address):
+    if address and not rayenv.is_jobs_address(address):
         fail(f"--address {specs.show(address)[1:-1]}: these commands talk to a cluster's Jobs API: "
              "http://HOST:8265 (or https://)", 2)
-    return jobs_api, jobs_api_address(address) or jobs_api.DEFAULT_ADDRESS
+    jobs_api = _jobs_api_room()
+    return jobs_api, rayenv.jobs_address(address) or jobs_api.DEFAULT_ADDRESS
 
 
 @app.command("list")

@@ -1,53 +1,182 @@
 """Grids and searches on Ray Tune: one trial per combination (a grid) or per sampled configuration
-(a search), each trial a TorchTrainer of N workers.
+(a search).
 
-Train V2's pattern: a Tune function builds and fits the trial's TorchTrainer, and
-Ray's TuneReportCallback passes every evaluation on to Tune (for ASHA, and for a search
-algorithm). The Tune function itself holds no CPU, so on a small machine the workers get them all.
+A single-worker trial trains in its Tune trial's own process: `loop.fit` with `TrialHooks`, which
+report each evaluation and its checkpoint through `tune.report`. The Tuner reuses its trial actors
+(`reuse_actors`), so a trial after the first finds torch imported and pays no process start; a
+failed trial is retried from its last checkpoint (Tune's FailureConfig). A trial of several workers
+is a Tune function that builds and fits a TorchTrainer, with Ray's TuneReportCallback passing its
+evaluations on to Tune; that function holds no CPU, so the workers get them all.
 A search's samples are not known before they run: each Tune function makes its own run
 directories (one per seed with `repeat`), and reports their mean to Tune at the end.
 """
 
+import contextlib
 import json
+import logging
 import math
 import os
+import signal
 import statistics
+import tempfile
+import threading
 import time
 from typing import Optional
 
-from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
+import ray
+import torch
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler
 
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
-from ray.tune.integration.ray_train import TuneReportCallback  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler  # noqa: E402
+from . import loop, ray_train, rundir, storage, telemetry, timeline
+from . import spec as specs
+from .kernels import process
 
-from . import ray_train, rundir, storage, telemetry, timeline  # noqa: E402
-from . import spec as specs  # noqa: E402
+EXPERIMENT = "tune"  # Tune's own files, below the grid's or search's directory
+
+
+class TrialHooks(loop.Hooks):
+    """The loop's view of a single-worker trial, in its Tune trial's own process."""
+
+    def __init__(self, run: str, fault: Optional[ray_train.Fault], carry_on: bool, to_tune: bool):
+        super().__init__()
+        self.run, self.fault, self.carry_on, self.to_tune = run, fault, carry_on, to_tune
+
+    def resume(self):
+        checkpoint = tune.get_checkpoint() if self.to_tune and not self.carry_on else None
+        if checkpoint is not None:  # this trial's own, reported before its process died
+            self.carried_on = False
+            with checkpoint.as_directory() as d:
+                return rundir.load_model(d)
+        if storage.exists(storage.join(self.run, rundir.MODEL)):
+            # carry_on: a run that an earlier command ended (rnnjob resume); else this trial is retried and
+            # its run directory holds its last checkpoint (a seed of a repeated sample reports none to Tune)
+            self.carried_on = self.carry_on
+            return rundir.load_model(self.run)
+        return None
+
+    def nodes(self):
+        return [ray.get_runtime_context().get_node_id()]
+
+    def after_step(self, iteration):
+        ray_train.inject(self.fault, 0, self.run, iteration)
+
+    def publishers(self, run):
+        return [ray_train.RayMetrics(storage.basename(run), 0)]
+
+    def report(self, record, state):
+        if not self.to_tune:
+            return
+        with tempfile.TemporaryDirectory() as d:
+            rundir.save_model(d, state)
+            tune.report(record, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _fit_here(spec: specs.JobSpec, run: str, fault, carry_on: bool, to_tune: bool) -> None:
+    """Train a single-worker trial in this process, with the CPUs (and GPU) Tune gave it."""
+    if timeline.setting():
+        timeline.mark("trial process started", timeline.process_started())
+        timeline.mark("trial function entered")
+    # Tune's report persists each checkpoint through Ray Train's storage code, which says so at INFO; the loop
+    # prints the tutorial's line for each evaluation already
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    device = torch.device("cuda" if spec.scaling.gpu else "cpu")  # Ray made this trial's GPU the only one seen
+    process.tune(device.type, threads=ray_train.cpus_each(spec.scaling))
+    try:
+        loop.fit(spec, device, run, TrialHooks(run, fault, carry_on, to_tune))
+    except loop.Diverged as e:  # more attempts would diverge again: the trial ends with its reason
+        storage.write_bytes(storage.join(run, rundir.FAILED), str(e).encode())
+
+
+def _fit(spec: specs.JobSpec, run: str, fault, carry_on: bool, to_tune: bool) -> Optional[str]:
+    """Train one trial's run (in this process, or as a TorchTrainer of several workers); returns why it
+    failed, or None. carry_on: from the run directory's model.pt (rnnjob resume). to_tune: report each
+    evaluation to Tune (its scheduler and search algorithm see them)."""
+    if spec.scaling.workers == 1:
+        _fit_here(spec, run, fault, carry_on, to_tune)
+        return ray_train.failure(run)
+    callbacks = [TuneReportCallback()] if to_tune else []
+    try:
+        ray_train.trainer(spec, run, fault, callbacks=callbacks, resume=carry_on).fit()
+    except ray.train.TrainingFailedError as e:  # its workers failed more than max_failures times
+        return str(e).strip().splitlines()[-1]
+    return ray_train.failure(run)
+
+
+def _resources(scaling: specs.ScalingSpec) -> tune.PlacementGroupFactory:
+    """What a trial's Tune process holds: the trial's CPUs (and GPU) when it trains itself; nothing but
+    a token of memory when a TorchTrainer's workers do (they need every CPU)."""
+    if scaling.workers > 1:
+        return tune.PlacementGroupFactory([{"CPU": 0, "GPU": 0, "memory": 1}])
+    return tune.PlacementGroupFactory([{"CPU": ray_train.cpus_each(scaling), "GPU": 1 if scaling.gpu else 0}])
+
+
+def _trial_resources(config: dict) -> tune.PlacementGroupFactory:
+    return _resources(specs.ScalingSpec(**config["trial"]["spec"]["scaling"]))
 
 
 def _trial(config: dict) -> None:
-    """What Tune runs for one trial: the trial's own TorchTrainer."""
+    """What Tune runs for one grid trial."""
     t = config["trial"]
     timeline.adopt(t["timeline"])  # started by a raylet: the driver's environment did not come with it
     spec = specs.from_dict(t["spec"], t["name"])
-    ray_train.trainer(spec, t["run"], callbacks=[TuneReportCallback()], resume=t["resume"]).fit()
+    # a resumed grid's Tune experiment is new: a checkpoint in it comes from this command's own retries
+    carry_on = t["resume"] and (spec.scaling.workers > 1 or tune.get_checkpoint() is None)
+    error = _fit(spec, t["run"], t["fault"], carry_on, to_tune=True)
+    if error and not ray_train.failure(t["run"]):
+        storage.write_bytes(storage.join(t["run"], rundir.FAILED), error.encode())
 
 
-def _tuner(trainable, param_space: dict, config: tune.TuneConfig, name: str, folder: str) -> tune.Tuner:
+def _max_failures(job_specs) -> int:
+    """Retries of a failed single-worker trial, for Tune's FailureConfig (one for the whole experiment:
+    the largest scaling.max_failures among them). A TorchTrainer retries its own workers."""
+    return max((s.scaling.max_failures for s in job_specs if s.scaling.workers == 1), default=0)
+
+
+def _tuner(trainable, param_space: dict, config: tune.TuneConfig, name: str, folder: str,
+           max_failures: int) -> tune.Tuner:
     """The Tuner of a grid or a search: Tune's files in <folder>/<name>, no trial's failure ending the others."""
-    # Ctrl-C is the caller's to handle (every unfinished trial is then `interrupted`), not Tune's: its own
-    # handler ends the experiment quietly, and its trials would read as stopped early
-    os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-    # Tune's newer console output prints its experiment box and a TensorBoard hint into Ray's session
-    # folder even at verbose=0; rnnjob prints its own directory and table, and writes TensorBoard files
-    # into the run directories
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's own settings (its SIGINT handler off, its console output, its warnings): rayenv.configure
     return tune.Tuner(
-        tune.with_resources(trainable, {"memory": 1}),  # no CPU for the Tune function: its workers need them
-        param_space=param_space, tune_config=config,
+        trainable, param_space=param_space, tune_config=config,
         run_config=tune.RunConfig(name=name, storage_path=folder, verbose=0,
-                                  failure_config=tune.FailureConfig(fail_fast=False)))
+                                  failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+
+
+@contextlib.contextmanager
+def _stops_gracefully():
+    """Ctrl-C or SIGTERM while Tune runs: the first has Tune end its trials and save its experiment's state
+    (SIGUSR1, Tune's signal for a graceful stop), then raises KeyboardInterrupt once Tuner.fit has returned,
+    so that no trial writes into its run directory after the caller's summaries; a second one interrupts at
+    once. Tune's own SIGINT handler is off: after it, nothing tells an interrupted experiment from a finished
+    one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = threading.Event()
+
+    def stop(signum, frame):
+        if asked.is_set() or not callable(signal.getsignal(signal.SIGUSR1)):  # twice, or before Tune listens
+            raise KeyboardInterrupt
+        asked.set()
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    tune_log = logging.getLogger("ray.tune.tune")  # its "interrupted ... Tuner.restore(...)": rnnjob says resume
+    level = tune_log.level
+    tune_log.setLevel(logging.ERROR)
+    for s in saved:
+        signal.signal(s, stop)
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        tune_log.setLevel(level)
+    if asked.is_set():
+        raise KeyboardInterrupt
 
 
 def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
@@ -73,21 +202,40 @@ def _scheduler(t: specs.TuneSpec, job_specs):
                          max_t=evaluations, grace_period=min(t.grace_period, evaluations))
 
 
-def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False) -> dict:
+def work(spec: specs.JobSpec) -> float:
+    """A trial's training, roughly: the recurrent layers' multiply-adds per sample and step (gates x units x
+    inputs and units), times samples per worker and steps. Only its order matters."""
+    m = spec.model
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}[m.cell]
+    per_sample = sum(gates * m.hidden_dim * ((28 if layer == 0 else m.hidden_dim) + m.hidden_dim)
+                     for layer in range(m.layer_dim))
+    return per_sample * spec.train.batch_size / spec.scaling.workers * spec.train.iters
+
+
+def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False,
+        fault: Optional[ray_train.Fault] = None) -> dict:
     """Run every trial into its run directory (runs: trial name -> directory below grid_dir, made
-    already); Tune's own files go to <grid_dir>/tune.
-    Returns trial name -> (status, error): completed, failed, or stopped early by ASHA."""
-    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume,
-              "timeline": timeline.setting()} for t in grid.trials]
-    config = tune.TuneConfig(max_concurrent_trials=at_once,
-                             scheduler=_scheduler(grid.tune, [t.spec for t in grid.trials]))
+    already); Tune's own files go to <grid_dir>/tune. Ctrl-C: KeyboardInterrupt once Tune has ended
+    every trial. Returns trial name -> (status, error): completed, failed, or stopped early by ASHA.
+
+    Tune starts trials in the order given: the longest first (by `work`), so that the short ones fill
+    the slots at the end instead of a long one running alone while the others wait."""
+    trials = sorted(grid.trials, key=lambda t: -work(t.spec))  # stable: the grid's order among equals
+    space = [{"name": t.name, "spec": t.spec.to_dict(), "run": runs[t.name], "resume": resume, "fault": fault,
+              "timeline": timeline.setting()} for t in trials]
+    job_specs = [t.spec for t in grid.trials]
+    config = tune.TuneConfig(max_concurrent_trials=at_once, scheduler=_scheduler(grid.tune, job_specs),
+                             reuse_actors=True)
     # a resumed grid's Tune experiment is a new one beside the first: Tune's own restore would rerun
     # its finished trials' functions, and our trials carry on from their run directories anyway
-    name = time.strftime("tune-resumed-%Y%m%d-%H%M%S") if resume else "tune"
-    tuner = _tuner(_trial, {"trial": tune.grid_search(space)}, config, name, grid_dir)
+    name = time.strftime("tune-resumed-%Y%m%d-%H%M%S") if resume else EXPERIMENT
+    tuner = _tuner(tune.with_resources(_trial, _trial_resources), {"trial": tune.grid_search(space)}, config,
+                   name, grid_dir, _max_failures(job_specs))
+    with _stops_gracefully():
+        results = tuner.fit()
     trial_specs = {t.name: t.spec for t in grid.trials}
     outcomes = {}
-    for result in tuner.fit():
+    for result in results:
         name = result.config["trial"]["name"]
         if result.error:
             outcomes[name] = ("failed", str(result.error).strip().splitlines()[-1])
@@ -100,40 +248,53 @@ def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool 
     return outcomes
 
 
-
 SUMMARY_KEY = {"accuracy": "final_accuracy", "loss": "final_loss", "val_accuracy": "final_val_accuracy"}
-VALUES = "values.json"  # in a sample's directory: what the search drew for it
 
 
-def _sample(config: dict, search: specs.Search, search_dir: str, timeline_file: Optional[str]) -> None:
+def _seed_runs(search: specs.Search, values: dict, search_dir: str, name: str) -> list:
+    """(spec, run directory) of each seed of one sample. A directory there already is this sample's own, from
+    an attempt before this one (Tune's trial ids are unique within a search): it is carried on."""
+    folder = storage.join(search_dir, name)
+    storage.make_new_dir(folder)
+    if search.repeat == 1:
+        return [(search.sample(values, name), folder)]
+    storage.write_bytes(storage.join(folder, rundir.VALUES), json.dumps(values).encode())
+    plan = []
+    for k in range(search.repeat):
+        spec = search.sample(values, name, k)
+        run = storage.join(folder, f"seed={spec.train.seed}")
+        storage.make_new_dir(run)
+        plan.append((spec, run))
+    return plan
+
+
+def _run_seed(spec: specs.JobSpec, run: str, values: dict, fault, to_tune: bool) -> dict:
+    """Train one seed of a sample into its run directory, or carry it on; its summary."""
+    if rundir.has_summary(run) and rundir.read_summary(run)["status"] == "completed":
+        if to_tune:  # Tune's record of the experiment predates its end: Tune and the search algorithm need it
+            tune.report(rundir.read_metrics(run)[-1])
+        return rundir.read_summary(run)
+    carry_on = rundir.has_summary(run)  # ended by an earlier command (interrupted, failed): rnnjob resume
+    rundir.clear_outcome(run)
+    with rundir.lock(run):
+        rundir.write_config(run, spec)
+        storage.write_bytes(storage.join(run, rundir.VALUES), json.dumps(values).encode())
+        started = time.time()
+        error = _fit(spec, run, fault, carry_on, to_tune)
+        summary = rundir.finish(run, spec, "failed" if error else "completed", started, error)
+        telemetry.write_hparams(run, {**values, "train.seed": spec.train.seed}, summary)
+    return summary
+
+
+def _sample(config: dict, search: specs.Search, search_dir: str, timeline_file: Optional[str], fault) -> None:
     """What Tune runs for one sample of a search: its runs, one per seed, one after another (several
     only with `repeat`). One seed: every evaluation goes to Tune as it comes (ASHA, the search algorithm).
     Several: their mean (and standard deviation) goes to Tune once all have run."""
     timeline.adopt(timeline_file)
     values = config["values"]
     name = f"sample-{tune.get_context().get_trial_id()}"  # Tune's id: 7a3c1_00003 (random), 4e35a8da (optuna)
-    if search.repeat == 1:
-        plan = [(search.sample(values, name), rundir.create(search_dir, name))]
-    else:
-        folder = rundir.create(search_dir, name)
-        specs_k = [search.sample(values, name, k) for k in range(search.repeat)]
-        plan = [(s, rundir.create(folder, f"seed={s.train.seed}")) for s in specs_k]
-        storage.write_bytes(storage.join(folder, VALUES), json.dumps(values).encode())
-    summaries = []
-    for spec, run in plan:
-        with rundir.lock(run):
-            rundir.write_config(run, spec)
-            storage.write_bytes(storage.join(run, VALUES), json.dumps(values).encode())
-            started = time.time()
-            callbacks = [TuneReportCallback()] if search.repeat == 1 else []
-            try:
-                ray_train.trainer(spec, run, callbacks=callbacks).fit()
-                error = ray_train.failure(run)
-            except ray.train.TrainingFailedError as e:
-                error = str(e).strip().splitlines()[-1]
-            summary = rundir.finish(run, spec, "failed" if error else "completed", started, error)
-            telemetry.write_hparams(run, {**values, "train.seed": spec.train.seed}, summary)
-            summaries.append(summary)
+    summaries = [_run_seed(spec, run, values, fault, to_tune=search.repeat == 1)
+                 for spec, run in _seed_runs(search, values, search_dir, name)]
     if search.repeat > 1:
         metric = search.tune.metric
         got = [s[SUMMARY_KEY[metric]] for s in summaries if s["status"] == "completed"]
@@ -147,10 +308,18 @@ def _domain(kind: str, args: tuple):
             "loguniform": lambda: tune.loguniform(*args), "randint": lambda: tune.randint(*args)}[kind]()
 
 
-def run_search(search: specs.Search, search_dir: str, at_once: int) -> None:
+def _search_trainable(search: specs.Search, search_dir: str, fault):
+    base = search.sample({}, "base")
+    trainable = tune.with_parameters(_sample, search=search, search_dir=search_dir,
+                                     timeline_file=timeline.setting(), fault=fault)
+    return tune.with_resources(trainable, _resources(base.scaling)), base
+
+
+def run_search(search: specs.Search, search_dir: str, at_once: int, fault: Optional[ray_train.Fault] = None) -> None:
     """Run a search's samples into search_dir (each makes its own directories); Tune's files go to
     <search_dir>/tune. The caller settles the samples Tune stopped (ASHA) or that Ctrl-C ended."""
-    t, base = search.tune, search.sample({}, "base")
+    t = search.tune
+    trainable, base = _search_trainable(search, search_dir, fault)
     if search.search.algorithm == "optuna":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -160,10 +329,28 @@ def run_search(search: specs.Search, search_dir: str, at_once: int) -> None:
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        algorithm = BasicVariantGenerator(random_state=base.train.seed)  # the same draws for the same seed
-    trainable = tune.with_parameters(_sample, search=search, search_dir=search_dir,
-                                     timeline_file=timeline.setting())
+        # the same draws for the same seed; Tune applies max_concurrent_trials to a Searcher (OptunaSearch) but
+        # ignores it for a generator given as the search algorithm, which takes its own
+        algorithm = BasicVariantGenerator(random_state=base.train.seed, max_concurrent=at_once)
     config = tune.TuneConfig(num_samples=search.search.num_samples, search_alg=algorithm,
-                             max_concurrent_trials=at_once, scheduler=_scheduler(t, [base]))
+                             max_concurrent_trials=None if search.search.algorithm == "random" else at_once,
+                             scheduler=_scheduler(t, [base]), reuse_actors=True)
     space = {"values": {key: _domain(kind, args) for key, kind, args in search.space}}
-    _tuner(trainable, space, config, "tune", search_dir).fit()
+    tuner = _tuner(trainable, space, config, EXPERIMENT, search_dir, _max_failures([base]))
+    with _stops_gracefully():
+        tuner.fit()
+
+
+def can_resume_search(search_dir: str) -> bool:
+    """Whether Tune's record of a search's experiment is there to carry it on."""
+    return tune.Tuner.can_restore(storage.join(search_dir, EXPERIMENT))
+
+
+def resume_search(search: specs.Search, search_dir: str, fault: Optional[ray_train.Fault] = None) -> None:
+    """Carry a search on where its Tune experiment stopped (Tune's Tuner.restore): its unfinished samples from
+    their run directories, then the samples it had still to draw, drawn by its search algorithm as it was."""
+    trainable, _ = _search_trainable(search, search_dir, fault)
+    tuner = tune.Tuner.restore(storage.join(search_dir, EXPERIMENT), trainable, resume_unfinished=True,
+                               resume_errored=True)
+    with _stops_gracefully():
+        tuner.fit()

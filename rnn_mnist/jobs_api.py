@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import urlparse
 
-from . import rayenv  # (before ray: settings Ray reads at import)
+import ray.exceptions
+from ray.job_submission import JobStatus, JobSubmissionClient
 
-import ray.exceptions  # noqa: E402
-from ray.job_submission import JobStatus, JobSubmissionClient  # noqa: E402
-
-from . import spec as specs  # noqa: E402
-from .errors import BadInput, RunFailed  # noqa: E402
+from . import rayenv
+from . import spec as specs
+from .errors import BadInput, RunFailed
 
 PACKAGE = Path(__file__).resolve().parent  # what the cluster needs of rnnjob: its own source files
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -34,18 +33,6 @@ CLUSTER_HOME = "~/rnnjob"  # where a remote job's relative paths (data, runs) la
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 POLL_S = 1.0  # between looks at a job's log and status while following it
 AGENT_WAIT_S = 30  # how long a submission waits for a just-started head's job agent
-
-
-def is_jobs_address(address: Optional[str]) -> bool:
-    return bool(address) and address.startswith(("http://", "https://"))
-
-
-def address_from_env() -> Optional[str]:
-    """The Jobs API address that Ray's own CLI would use, if any."""
-    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
-        if is_jobs_address(os.environ.get(name)):
-            return os.environ[name]
-    return None
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -18,18 +18,16 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from . import rayenv  # noqa: F401  (before ray: settings Ray reads at import)
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train.torch import TorchTrainer
 
-import ray  # noqa: E402
-import ray.train  # noqa: E402
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-from ray.train.torch import TorchTrainer  # noqa: E402
-
-from . import loop, rundir, storage, telemetry, timeline  # noqa: E402
-from .kernels import process  # noqa: E402
-from . import spec as specs  # noqa: E402
-from .errors import BadInput, RunFailed  # noqa: E402
+from . import loop, rayenv, rundir, storage, telemetry, timeline
+from . import spec as specs
+from .errors import BadInput, RunFailed
+from .kernels import process
 
 FAULT_ENV = "RNNJOB_FAULT"  # "RANK:ITERATION": that rank exits once when it reaches that iteration
 FAULT_MARK = ".fault-injected"
@@ -60,6 +58,17 @@ class Fault:
         except ValueError:
             raise specs.SpecError(f"{FAULT_ENV}={text}: expected RANK:ITERATION, e.g. 1:150") from None
         return cls(rank, iteration)
+
+
+def inject(fault: Optional[Fault], rank: int, run: str, iteration: int) -> None:
+    """End this process if `fault` names this rank and iteration, once per run directory: the process
+    that replaces it must get past this point."""
+    if fault and fault.rank == rank and fault.iteration == iteration:
+        mark = storage.join(run, FAULT_MARK)
+        if not storage.exists(mark):
+            storage.write_bytes(mark, b"")
+            loop.say(f"fault injection: rank {rank} exits at iteration {iteration}")
+            os._exit(1)
 
 
 class RayHooks(loop.Hooks):
@@ -120,13 +129,7 @@ class RayHooks(loop.Hooks):
         return everyone
 
     def after_step(self, iteration):
-        fault = self.fault
-        if fault and fault.rank == self.rank and fault.iteration == iteration:
-            mark = storage.join(self.run, FAULT_MARK)
-            if not storage.exists(mark):  # once: the replacement worker must get past this point
-                storage.write_bytes(mark, b"")
-                loop.say(f"fault injection: rank {self.rank} exits at iteration {iteration}")
-                os._exit(1)
+        inject(self.fault, self.rank, self.run, iteration)
 
     def publishers(self, run):
         return [RayMetrics(storage.basename(run), self.rank)]

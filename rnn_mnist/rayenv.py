@@ -1,4 +1,8 @@
-"""Settings that Ray reads when it is imported: every module that imports ray imports this first.
+"""What rnnjob asks of Ray through its environment, set by one call, `configure()`, before Ray is first
+imported (Ray reads some of it at import: its loopback switch, its authentication mode). Importing this
+module changes nothing; the Ray rooms (`ray_train`, `grid`, `jobs_api`) import Ray, so whoever imports
+them calls `configure()` first (`runs` and `cli` do; so does the tests' conftest). A value the user set
+wins over each of these:
 
 - never phone home (usage stats);
 - keep an embedded Ray, or a process joining a Ray on 127.0.0.1, on loopback: Ray otherwise
@@ -7,13 +11,19 @@
 - on such a one-machine Ray, no PreemptionWatcher: Ray Train starts that actor for every job to
   hear of nodes going away (spot instances), which does not happen to one machine, and its start
   takes about 1.4 s of CPU from the job's cores (benchmarks/README.md). Ray Train passes the
-  variable on to its controller; a value set by the user wins;
+  variable on to its controller;
 - send the authentication token when one is at hand: Ray's client sends it only in token mode,
   which a new local Ray turns on for itself but a process joining a cluster does not. The token is
   taken where Ray's own CLI looks for it: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token;
 - have Ray Train's controller look at its workers every 0.5 s instead of 2 s: it notices that a
   job is done only at its next look, so this takes a second or more off every job. Ray Train passes
-  this variable on to its controller, so it holds on a joined cluster too.
+  this variable on to its controller, so it holds on a joined cluster too;
+- grids and searches (Ray Tune): Tune's SIGINT handler off, since rnnjob stops an experiment itself
+  (grid._stops_gracefully); Tune's older console output, since its newer one prints an experiment box
+  and a TensorBoard hint into Ray's session folder even at verbose=0, while rnnjob prints its own
+  lines and writes TensorBoard files into the run directories; and no warning when Tune saves its
+  experiment's state after every second checkpoint of a trial, which it does by design when a trial
+  keeps two checkpoints.
 """
 
 import ipaddress
@@ -42,6 +52,22 @@ def gcs_address(address: str) -> Optional[str]:
     return address.split("://")[-1].rstrip("/")
 
 
+def is_jobs_address(address: Optional[str]) -> bool:
+    """Whether an address names a cluster's Jobs API (its dashboard, http://HOST:8265) rather than its GCS."""
+    return bool(address) and address.startswith(("http://", "https://"))
+
+
+def jobs_address(address: Optional[str]) -> Optional[str]:
+    """The Jobs API address a command should use: `address` if it is http(s), else (no address given) the one
+    Ray's own CLI would take from RAY_API_SERVER_ADDRESS or RAY_ADDRESS, if any."""
+    if address:
+        return address if is_jobs_address(address) else None
+    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        if is_jobs_address(os.environ.get(name)):
+            return os.environ[name]
+    return None
+
+
 def on_loopback(address: Optional[str]) -> bool:
     if not address:
         return True  # an embedded Ray
@@ -63,10 +89,20 @@ def token_rejected(cluster: str) -> RunFailed:
                      "token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
 
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-if on_loopback(os.environ.get("RAY_ADDRESS")):
-    os.environ.setdefault(LOOPBACK_ENV, "0")
-    os.environ.setdefault(PREEMPTION_ENV, "0")
-if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or token_file().exists()):
-    os.environ["RAY_AUTH_MODE"] = "token"
+TUNE = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "RAY_AIR_NEW_OUTPUT": "0",
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}
+
+
+def configure() -> None:
+    """Put rnnjob's Ray settings into this process's environment (each unless already set), for the
+    cluster in $RAY_ADDRESS, or an embedded Ray where there is none. Call it before Ray is imported."""
+    env = os.environ
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    if on_loopback(env.get("RAY_ADDRESS")):
+        env.setdefault(LOOPBACK_ENV, "0")
+        env.setdefault(PREEMPTION_ENV, "0")
+    if "RAY_AUTH_MODE" not in env and (env.get("RAY_AUTH_TOKEN") or token_file().exists()):
+        env["RAY_AUTH_MODE"] = "token"
+    for name, value in TUNE.items():
+        env.setdefault(name, value)

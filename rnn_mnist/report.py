@@ -123,7 +123,10 @@ def render(table: list[dict], fmt: str, columns: list[str] = COLUMNS) -> str:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in text])
     widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
-    fmt_row = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+
+    def fmt_row(r):
+        return "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+
     return "\n".join([fmt_row(columns)] + [fmt_row(r) for r in text])
 
 

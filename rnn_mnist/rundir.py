@@ -32,7 +32,8 @@ from .model import RNNModel, count_params
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
 PROGRESS = "progress.json"  # where a run stands between evaluations (telemetry.ProgressFile writes it)
 GRID = "grid.yaml"  # in a grid's directory: its name, tune settings and trials, for `rnnjob resume`
-SEARCH = "search.yaml"  # in a search's directory: what it searched, for the record
+SEARCH = "search.yaml"  # in a search's directory: what it searched, for `rnnjob resume`
+VALUES = "values.json"  # in a sample's directory: what the search drew for it
 LOCK = ".lock"  # held by the process that trains into a run directory (a local or shared folder)
 FAILED = ".failed"  # why Ray workers stopped on a failure that a retry would only repeat
 STOP = ".stop-requested"  # the driver of a Ray job was stopped: its workers end at their next tick
@@ -191,6 +192,19 @@ def write_search(search_dir, search: specs.Search) -> None:
     storage.write_bytes(storage.join(search_dir, SEARCH), yaml.safe_dump(text, sort_keys=False).encode())
 
 
+def read_search(search_dir) -> specs.Search:
+    """A search's directory as a Search again, from its search.yaml (for `rnnjob resume`)."""
+    where = storage.join(search_dir, SEARCH)
+    raw = specs.parse_yaml(storage.read_bytes(where).decode(), where)
+    try:
+        space = tuple((key, kind, tuple(args)) for key, d in raw["space"].items() for kind, args in d.items())
+        base = specs.from_dict({**raw["base"], "name": raw["name"]}, where)
+        return specs.Search(raw["name"], raw["base"], space, specs.SearchSpec(**raw["search"]),
+                            specs.TuneSpec(**raw["tune"]), raw["repeat"], base.output.location)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise specs.SpecError(f"{where}: not a search record this rnnjob reads ({type(e).__name__}: {e})") from None
+
+
 def judged_on(location) -> Optional[str]:
     """The tune.metric a grid's or search's directory was judged on (its grid.yaml or search.yaml);
     None for any other folder, or a record that cannot be read."""
@@ -207,6 +221,10 @@ def judged_on(location) -> Optional[str]:
 
 def is_grid(location) -> bool:
     return storage.exists(storage.join(location, GRID))
+
+
+def is_search(location) -> bool:
+    return storage.exists(storage.join(location, SEARCH))
 
 
 def read_summary(run) -> dict:
@@ -252,7 +270,12 @@ def load_model(path) -> dict:
     """The state in a model.pt (a file location, or a run directory holding one)."""
     if storage.is_dir(path):
         path = storage.join(path, MODEL)
-    state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)
+    data = storage.read_bytes(path)
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # empty, cut short, another format: torch raises several kinds
+        why = str(e).splitlines()[0][:80] if str(e) else type(e).__name__
+        raise ValueError(f"{path}: not an rnnjob model file ({why})") from None
     if not isinstance(state, dict) or state.get("format") not in READABLE:
         raise ValueError(f"{path}: not an rnnjob model file")
     return state

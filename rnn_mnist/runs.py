@@ -13,12 +13,28 @@ import json
 import time
 from typing import Callable, Optional
 
-from . import data, loop, rundir, storage, telemetry, timeline
+from . import data, loop, rayenv, rundir, storage, telemetry, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 from .kernels import process
 
 Echo = Callable[[str], None]
+
+
+def _ray_train():
+    """The Ray Train room, imported only by the commands that use Ray (Ray takes seconds to import), after
+    rnnjob's Ray settings, some of which Ray reads as it is imported."""
+    rayenv.configure()
+    from . import ray_train
+
+    return ray_train
+
+
+def _grids():
+    rayenv.configure()
+    from . import grid
+
+    return grid
 
 
 @contextlib.contextmanager
@@ -70,7 +86,7 @@ def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
 def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[float] = None) -> tuple[str, dict]:
     """Train as one Ray Train job on the cluster in $RAY_ADDRESS, or on an embedded Ray. progress: called
     with the workers' progress.json whenever it changes."""
-    from . import ray_train  # Ray takes seconds to import: only the commands that use it pay
+    ray_train = _ray_train()
 
     started = started or time.time()
     spec = specs.resolved(spec)
@@ -93,10 +109,11 @@ def grid(grid: specs.Grid, echo: Echo, max_concurrent: Optional[int] = None,
          started: Optional[float] = None) -> tuple[str, list[dict]]:
     """Every trial of a grid on Ray Tune, each into `<grid dir>/<trial name>/`. Returns
     (grid directory, every trial's summary: completed, failed, stopped early or interrupted)."""
-    from . import ray_train
+    ray_train = _ray_train()
 
     started = started or time.time()
     grid = specs.resolved(grid)
+    ray_train.Fault.from_env()  # a malformed setting is bad input, before anything starts
     for trial in grid.trials:
         ray_train.check_batch(trial.spec)
         data.fetch(trial.spec.data.root, log=echo)
@@ -113,13 +130,13 @@ def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = Non
            started: Optional[float] = None) -> tuple[str, list[dict]]:
     """A sampled search on Ray Tune into `<search dir>/sample-<trial id>/` (with repeat: `.../seed=S/`). Returns
     (search directory, every run's summary: completed, failed, stopped early or interrupted)."""
-    from . import grid as grids
-    from . import ray_train
+    ray_train, grids = _ray_train(), _grids()
 
     started = started or time.time()
     search = specs.resolved(search)
     base = search.sample({}, search.name)
     ray_train.check_batch(base)
+    fault = ray_train.Fault.from_env()
     data.fetch(base.data.root, log=echo)
     with ray_train.session(echo):
         ray_train.check_fits(base)
@@ -131,7 +148,7 @@ def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = Non
         echo(f"search directory: {search_dir}  ({s.num_samples} samples, {s.algorithm}{seeds}, {at_once} at a time)")
         interrupted = False
         try:
-            grids.run_search(search, search_dir, at_once)
+            grids.run_search(search, search_dir, at_once, fault)
         except KeyboardInterrupt:
             interrupted = True
         summaries = _settle(search_dir, started, interrupted)
@@ -143,8 +160,6 @@ def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = Non
 def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
     """Every run of a search with a summary: the ones Tune ended before they could write theirs are
     stopped early (ASHA) or interrupted (Ctrl-C)."""
-    from . import grid as grids
-
     summaries = []
     for run in storage.folders_holding(search_dir, rundir.CONFIG):
         if rundir.has_summary(run):
@@ -158,7 +173,7 @@ def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
         else:
             status, error = "stopped", "stopped early by the asha scheduler"
         summaries.append(rundir.finish(run, spec, status, started, error))
-        values = storage.join(run, grids.VALUES)
+        values = storage.join(run, rundir.VALUES)
         if storage.exists(values):
             telemetry.write_hparams(run, json.loads(storage.read_bytes(values)), summaries[-1])
     return summaries
@@ -168,7 +183,7 @@ def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, m
                 resume: bool) -> list[dict]:
     """Run `todo` (trials of grid) into their directories, each locked meanwhile; a summary for every
     trial of the grid, the ones not in `todo` as they were."""
-    from . import grid as grids
+    ray_train, grids = _ray_train(), _grids()
 
     todo_grid = dataclasses.replace(grid, trials=tuple(todo))
     at_once = grids.concurrency(todo_grid, max_concurrent)
@@ -180,7 +195,7 @@ def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, m
              f"{at_once} at a time)")
         outcomes, interrupted = {}, False
         try:
-            outcomes = grids.run(todo_grid, grid_dir, runs, at_once, resume)
+            outcomes = grids.run(todo_grid, grid_dir, runs, at_once, resume, ray_train.Fault.from_env())
         except KeyboardInterrupt:
             interrupted = True
         summaries = []
@@ -214,6 +229,8 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
         raise BadInput(f"{location}: {wrong}")
     if rundir.is_grid(location):
         return _resume_grid(location, echo, iters, scaling or {}, max_concurrent, started)
+    if rundir.is_search(location):
+        return _resume_search(location, echo, iters, scaling or {}, max_concurrent, started)
     spec, state = _resumable(location, iters)
     if state and rundir.reached_target(spec, state["history"]):
         echo(f"{location}: reached its target accuracy ({spec.train.target_accuracy}%) at iteration "
@@ -235,7 +252,7 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
         with rundir.lock(location):
             _restart(location, spec, echo, done)
             return location, [_train_here(location, spec, device, started, progress, saved=state)]
-    from . import ray_train
+    ray_train = _ray_train()
 
     ray_train.check_batch(spec)
     data.fetch(spec.data.root, log=echo)
@@ -266,7 +283,9 @@ def _resumable(run: str, iters: Optional[int]) -> tuple[specs.JobSpec, Optional[
         saved = specs.from_dict(state["spec"], storage.join(run, rundir.MODEL))
         # what trains the model must match; its length may grow, and where and on how many workers it runs
         # may change (the global batch, so the math, stays the same)
-        trains = lambda s: (s.name, s.model, dataclasses.replace(s.train, iters=0))  # noqa: E731
+        def trains(s):
+            return s.name, s.model, dataclasses.replace(s.train, iters=0)
+
         if trains(saved) != trains(spec):
             raise BadInput(f"{run}: its {rundir.MODEL} was trained with another spec than its {rundir.CONFIG}; "
                            "resume only what that spec trained")
@@ -292,7 +311,7 @@ def _restart(run: str, spec: specs.JobSpec, echo: Echo, done: int) -> None:
 
 
 def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent, started):
-    from . import ray_train
+    ray_train = _ray_train()
 
     grid = rundir.read_grid(grid_dir)
     runs = {t.name: storage.join(grid_dir, t.name) for t in grid.trials}
@@ -319,6 +338,50 @@ def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent
         resumed = {t.name: t for t in todo}
         grid = dataclasses.replace(grid, trials=tuple(resumed.get(t.name, t) for t in grid.trials))
         return grid_dir, _run_trials(grid, todo, grid_dir, runs, echo, max_concurrent, started, resume=True)
+
+
+def _resume_search(search_dir: str, echo: Echo, iters, scaling: dict, max_concurrent, started):
+    """Carry a search on: its samples that did not end (interrupted, failed) from their run directories,
+    then the samples it had still to draw, by its search algorithm as Tune recorded it."""
+    ray_train, grids = _ray_train(), _grids()
+
+    changed = [flag for flag, given in (("--iters", iters is not None), ("--workers", "workers" in scaling),
+                                        ("--gpu", "gpu" in scaling), ("--max-concurrent", max_concurrent))
+               if given]
+    if changed:
+        raise BadInput(f"{' '.join(changed)}: a search carries on as it was recorded ({search_dir}); "
+                       "these apply to a run or a grid")
+    search = rundir.read_search(search_dir)
+    runs = storage.folders_holding(search_dir, rundir.CONFIG)
+    busy = [run for run in runs if rundir.running(run)]
+    if busy:
+        raise BadInput(f"{busy[0]}: still running (another process trains into it)")
+    unfinished = [run for run in runs if not rundir.has_summary(run)
+                  or rundir.read_summary(run)["status"] in ("interrupted", "failed")]
+    drawn = len({storage.relative(run, search_dir).split("/")[0] for run in runs})
+    if not unfinished and drawn >= search.search.num_samples:
+        echo(f"{search_dir}: every sample has ended (completed, or stopped by the scheduler); nothing to do")
+        return None
+    if not grids.can_resume_search(search_dir):
+        raise BadInput(f"{search_dir}: Tune's record of this search ({grids.EXPERIMENT}/) is missing or unreadable; "
+                       "it cannot carry on")
+    base = search.sample({}, search.name)
+    ray_train.check_batch(base)
+    fault = ray_train.Fault.from_env()
+    data.fetch(base.data.root, log=echo)
+    with ray_train.session(echo):
+        ray_train.check_fits(base)
+        echo(f"search directory: {search_dir}  (resuming: {len(unfinished)} unfinished run(s), "
+             f"{max(0, search.search.num_samples - drawn)} sample(s) still to draw)")
+        interrupted = False
+        try:
+            grids.resume_search(search, search_dir, fault)
+        except KeyboardInterrupt:
+            interrupted = True
+        summaries = _settle(search_dir, started, interrupted)
+    if interrupted:
+        raise Interrupted(f"interrupted; the samples' last evaluated models are in {search_dir}")
+    return search_dir, summaries
 
 
 def evaluate(location: str, device_name: str) -> tuple[int, float]:

@@ -38,7 +38,10 @@ _ensure_ray_token()
 # Ray's settings before any test module imports Ray (test_cluster_configs does, for its schema): Ray
 # fixes its authentication mode when it is first imported, and a local Ray started later in this
 # process (local_ray) would otherwise get no token from it
-from rnn_mnist import rayenv  # noqa: E402,F401
+from rnn_mnist import rayenv  # noqa: E402
+
+rayenv.configure()
+
 from rnn_mnist import data  # noqa: E402
 from rnn_mnist.cli import app  # noqa: E402
 
@@ -76,7 +79,6 @@ def job_file(tmp_path, mnist_root):
 def local_ray():
     """A real local Ray with 2 CPUs, shared by one test module (Ray's start-up costs seconds)."""
     os.environ.pop("RAY_ADDRESS", None)
-    from rnn_mnist import rayenv  # noqa: F401  (keeps Ray on loopback: set before ray is imported)
     import ray
 
     # with its dashboard, as rnnjob starts one: Ray Train's PlacementGroupCleaner asks Ray's State API
@@ -198,6 +200,27 @@ def ctrl_c(args, when: str, timeout=300, **extra_env):
     output = "".join(seen) + rest
     # stderr went into stdout, in order; the error line is the command's own last line
     return subprocess.CompletedProcess(proc.args, proc.returncode, output, output), children
+
+
+def ctrl_c_once(args, ready, timeout=300, **extra_env):
+    """Run `rnnjob ARGS` and press Ctrl-C (SIGINT) once ready() holds (a look at its files, every 0.1 s); wait
+    for it to end. For a moment that the command's output cannot tell in time (Ray forwards workers' lines
+    late, and folds alike ones together)."""
+    import signal
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen([RNNJOB, *map(str, args)], stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=clean_env(**extra_env), preexec_fn=as_from_a_shell)
+        deadline = time.monotonic() + timeout
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=timeout)
+        out.seek(0)
+        output = out.read()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, output, output)
 
 
 def alive(pids, within: float = 15.0) -> list:

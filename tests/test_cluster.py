@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import RAY, clean_env, cluster, free_port, pgroups_alive, rnnjob, recorded_pids
+from tests.conftest import RAY, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
 
 pytestmark = pytest.mark.slow
 NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import ray
 import yaml
 
-import ray
 from tests.conftest import ROOT
 
 KUBERAY_CRD_ENV = "RNNJOB_KUBERAY_CRD"  # another ray.io_rayjobs.yaml to check against than tests/data's

@@ -3,8 +3,10 @@
 import json
 import math
 import statistics
+import time
 
 import pytest
+import torch
 
 from rnn_mnist import report, rundir
 from tests.conftest import invoke, job_text, own_lines
@@ -35,21 +37,50 @@ def test_a_four_trial_grid_leaves_four_run_directories(local_ray, tmp_path, mnis
     assert "lr=0.1,hidden_dim=24" in result.stdout and "completed" in result.stdout  # the results table
 
 
-def test_a_failing_trial_does_not_stop_the_grid(local_ray, tmp_path, mnist_root):
-    # a relu rnn at lr 1e6 overflows to nan: that trial fails, with no retry (max_failures 0)
-    path = grid_file(tmp_path, mnist_root, "mixed", "scaling: {max_failures: 0}\n"
-                     "grid:\n  model.nonlinearity: [relu]\n  train.lr: [0.01, 1.0e+6]\n")
-    result = invoke("submit", path)
+def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_stop_the_grid(
+        local_ray, tmp_path, mnist_root):
+    # one worker: the trial trains in its Tune process; two: a TorchTrainer of its own. A relu rnn at lr 1e6
+    # overflows to nan: that trial fails, with no retry (max_failures 0), on either path
+    path = grid_file(tmp_path, mnist_root, "mixed", "scaling: {max_failures: 0}\nmodel: {nonlinearity: relu}\n"
+                     "grid:\n  scaling.workers: [1, 2]\n  train.lr: [0.01, 1.0e+6]\n")
+    result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10")
     assert result.exit_code == 1, result.output
-    assert "1 of 2 trials failed; nonlinearity=relu,lr=1000000.0: " in own_lines(result.stderr)[-1]
+    assert "2 of 4 trials failed; workers=1,lr=1000000.0: training diverged" in own_lines(result.stderr)[-1]
     grid_dir = tmp_path / "runs" / "mixed"
-    good = rundir.read_summary(grid_dir / "nonlinearity=relu,lr=0.01")
-    bad = rundir.read_summary(grid_dir / "nonlinearity=relu,lr=1000000.0")
-    assert good["status"] == "completed" and good["iterations"] == 40
-    assert bad["status"] == "failed" and "training diverged" in bad["error"]
+    for workers in (1, 2):
+        good = rundir.read_summary(grid_dir / f"workers={workers},lr=0.01")
+        bad = rundir.read_summary(grid_dir / f"workers={workers},lr=1000000.0")
+        assert good["status"] == "completed" and good["iterations"] == 20 and good["workers"] == workers
+        assert bad["status"] == "failed" and "training diverged" in bad["error"]
+        assert (grid_dir / f"workers={workers},lr=0.01" / "ray").is_dir() == (workers == 2)  # Ray Train's storage
     table = invoke("results", grid_dir, "--format", "json")
     statuses = {row["name"]: row["status"] for row in json.loads(table.stdout)}
-    assert statuses == {"nonlinearity=relu,lr=0.01": "completed", "nonlinearity=relu,lr=1000000.0": "failed"}
+    assert statuses == {"workers=1,lr=0.01": "completed", "workers=1,lr=1000000.0": "failed",
+                        "workers=2,lr=0.01": "completed", "workers=2,lr=1000000.0": "failed"}
+
+
+def test_a_trial_killed_mid_run_recovers_exactly_and_matches_rnnjob_run_with_one_thread(local_ray, tmp_path,
+                                                                                     mnist_root):
+    from tests.conftest import rnnjob
+
+    text = job_text(mnist_root, tmp_path / "runs", "exact", iters=60, eval_every=10, hidden=24)
+    (tmp_path / "exact.yaml").write_text(text)
+    (tmp_path / "exact_grid.yaml").write_text(text.replace("name: exact", "name: exact_grid")
+                                              + "scaling: {max_failures: 1}\ngrid:\n  train.seed: [3]\n")
+    # the trial's process exits at iteration 35; Tune starts another, which carries on from iteration 30
+    result = invoke("submit", tmp_path / "exact_grid.yaml", RNNJOB_FAULT="0:35")
+    assert result.exit_code == 0, result.output
+    trial = tmp_path / "runs" / "exact_grid" / "seed=3"
+    summary = rundir.read_summary(trial)
+    assert summary["status"] == "completed" and summary["restarts"] == 1 and summary["threads"] == 1
+    # a grid's trial has one CPU, so one thread: as `rnnjob run` with OMP_NUM_THREADS=1, to the last digit
+    alone = rnnjob("run", tmp_path / "exact.yaml", "--seed", 3, "--device", "cpu", OMP_NUM_THREADS="1")
+    assert alone.returncode == 0, alone.stderr
+    assert evaluations(trial) == evaluations(tmp_path / "runs" / "exact") and len(evaluations(trial)) == 6
+
+
+def evaluations(run) -> list:
+    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
 
 
 def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_root):
@@ -83,6 +114,10 @@ def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_
             {p.name for p in run.iterdir()}
         assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
         assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
+    # single-worker trials run in Tune's processes, reused from trial to trial: two at a time, two processes
+    pids = {json.loads(line)["pid"] for result in (grid_dir / "tune").rglob("result.json")
+            for line in result.read_text().splitlines() if line.strip()}
+    assert len(pids) == 2
 
 
 def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its_metric(
@@ -133,6 +168,10 @@ def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnis
     grid_dir = tmp_path / "runs" / "halted"
     statuses = {p.name: rundir.read_summary(p)["status"] for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
     assert statuses == {"lr=0.05": "interrupted", "lr=0.1": "interrupted", "lr=0.2": "interrupted"}
+    # Tune ended the trials before the summaries were written: none checkpointed after its summary
+    time.sleep(2)
+    for run in (p for p in grid_dir.iterdir() if (p / "model.pt").exists()):
+        assert rundir.load_model(run)["iteration"] == rundir.read_summary(run)["iterations"], run.name
 
 
 def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
@@ -152,3 +191,20 @@ def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
     assert all(s["status"] == "completed" and s["iterations"] == 600 for s in after.values())
     assert all(after[name] == before[name] for name in finished)  # left as they were
     assert sum(1 for line in resumed.stdout.splitlines() if line.startswith("lr=")) == 3  # the table covers all
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_single_worker_trial_on_the_gpu_trains_in_its_tune_process_with_the_gpu_it_holds(tmp_path, mnist_root):
+    import ray
+
+    ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", configure_logging=False)
+    try:
+        path = grid_file(tmp_path, mnist_root, "gpu", "scaling: {gpu: true}\ngrid:\n  train.lr: [0.05, 0.1]\n")
+        result = invoke("submit", path)
+    finally:
+        ray.shutdown()
+    assert result.exit_code == 0, result.output
+    for lr in ("0.05", "0.1"):
+        summary = rundir.read_summary(tmp_path / "runs" / "gpu" / f"lr={lr}")
+        assert summary["status"] == "completed" and summary["device"] == "cuda" and summary["workers"] == 1

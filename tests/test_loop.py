@@ -91,7 +91,9 @@ def test_held_out_training_images_are_measured_at_each_evaluation(mnist_root, tm
 def test_the_same_seed_gives_the_same_metrics(mnist_root):
     spec = small_spec(mnist_root, iters=20)
     first, second = (loop.fit(spec, torch.device("cpu")).history for _ in range(2))
-    strip = lambda ms: [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]  # noqa: E731
+    def strip(ms):
+        return [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]
+
     assert strip(first) == strip(second)
 
 

@@ -42,7 +42,9 @@ def test_one_worker_on_ray_gives_the_same_metrics_as_a_local_run(local_ray, shor
     assert invoke("submit", short_job, "--workers", 1).exit_code == 0
     assert invoke("run", short_job, "--device", "cpu", "--set", "train.iters=200").exit_code == 0
     runs = short_job.parent / "runs"
-    strip = lambda ms: [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]  # noqa: E731
+    def strip(ms):
+        return [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]
+
     ray_summary = rundir.read_summary(runs / "short")
     assert ray_summary["threads"] == 2  # as the local run: the same thread count, so the same rounding
     assert strip(rundir.read_metrics(runs / "short")) == strip(rundir.read_metrics(runs / "short-2"))
@@ -185,7 +187,9 @@ def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same
     whole = tmp_path / "whole" / "model_c"
     a, b = rundir.load_model(whole)["model"], rundir.load_model(stopped)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda run: [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]  # noqa: E731
+    def strip(run):
+        return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
+
     assert strip(whole) == strip(stopped)
     summary = rundir.read_summary(stopped)
     assert summary["status"] == "completed" and summary["workers"] == 2 and summary["resumes"][0]["iteration"] == 1000

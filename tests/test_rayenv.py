@@ -1,5 +1,5 @@
-"""The settings rnnjob gives Ray before importing it, by where the cluster is: each in a fresh
-interpreter, as a command starts."""
+"""The settings rnnjob gives Ray before importing it (rayenv.configure), by where the cluster is: each in a
+fresh interpreter, as a command starts."""
 
 import json
 import subprocess
@@ -14,7 +14,7 @@ NAMES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_ENABLE_PREEMPTION_WATCH
 
 
 def settings(**env) -> dict:
-    code = ("import json, os; from rnn_mnist import rayenv; "
+    code = ("import json, os; from rnn_mnist import rayenv; rayenv.configure(); "
             f"print(json.dumps({{n: os.environ.get(n) for n in {NAMES}}}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env=clean_env(**env))
@@ -36,3 +36,12 @@ def test_a_cluster_elsewhere_keeps_rays_own_defaults_for_addresses_and_preemptio
 def test_a_value_the_user_set_wins():
     got = settings(RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="1", RAY_TRAIN_HEALTH_CHECK_INTERVAL_S="2")
     assert got["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1" and got["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "2"
+
+
+def test_importing_rnnjob_changes_nothing_in_the_environment():
+    # Ray's own import sets a variable or two: rnnjob's modules, imported after it, set none
+    code = ("import json, os; import ray, ray.train, ray.tune, ray.job_submission; before = dict(os.environ); "
+            "import rnn_mnist.cli, rnn_mnist.runs, rnn_mnist.ray_train, rnn_mnist.grid, rnn_mnist.jobs_api; "
+            "print(json.dumps(sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env())
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []

@@ -52,7 +52,7 @@ def test_a_run_stopped_before_its_first_checkpoint_still_gets_a_summary(tmp_path
 
 def test_a_file_that_is_not_a_model_is_refused(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"junk")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="not an rnnjob model file"):
         rundir.load_model(tmp_path)
     torch.save({"something": "else"}, tmp_path / "model.pt")
     with pytest.raises(ValueError, match="not an rnnjob model file"):

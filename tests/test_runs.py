@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_mnist import rundir, runs, spec as specs
+from rnn_mnist import rundir, runs
+from rnn_mnist import spec as specs
 from rnn_mnist.errors import BadInput, Interrupted, RunFailed
 
 

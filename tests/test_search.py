@@ -92,3 +92,47 @@ def test_an_optuna_search_repeats_each_configuration_at_several_seeds_and_report
 
 def line_list(path):
     return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_rest(tmp_path, mnist_root):
+    import shutil
+
+    from tests.conftest import assert_one_line_error, ctrl_c_once, rnnjob
+
+    body = "search:\n  num_samples: 3\n  space:\n    train.lr: {loguniform: [0.05, 0.2]}\n"
+    path = search_file(tmp_path, mnist_root, "later", body, iters=1500)
+    search_dir = tmp_path / "runs" / "later"
+
+    def second_sample_checkpointed():  # one sample at a time: the first has ended, the second has begun
+        found = samples(search_dir) if search_dir.is_dir() else []
+        return sum((run / "model.pt").exists() for run in found) == 2 and len(found) == 2
+
+    done = ctrl_c_once(["submit", path, "--max-concurrent", 1, "--set", "train.eval_every=500"],
+                       second_sample_checkpointed)
+    assert done.returncode == 130, done.stdout
+    before = {run.name: rundir.read_summary(run) for run in samples(search_dir)}
+    assert sorted(s["status"] for s in before.values()) == ["completed", "interrupted"]
+    (finished,) = [name for name, s in before.items() if s["status"] == "completed"]
+    (stopped,) = [name for name, s in before.items() if s["status"] == "interrupted"]
+    # what a search cannot change on the way is refused, and nothing is touched
+    tree = {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()}
+    assert_one_line_error(invoke("resume", search_dir, "--iters", 900), 2, "--iters: a search carries on as it was")
+    copy = tmp_path / "copy"
+    shutil.copytree(search_dir, copy)
+    shutil.rmtree(copy / "tune")
+    assert_one_line_error(invoke("resume", copy), 2, "Tune's record of this search (tune/) is missing")
+    assert {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()} == tree
+
+    resumed = rnnjob("resume", search_dir, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "(resuming: 1 unfinished run(s), 1 sample(s) still to draw)" in resumed.stdout
+    assert "done: 3 runs" in resumed.stdout
+    after = {run.name: rundir.read_summary(run) for run in samples(search_dir)}
+    assert len(after) == 3 and all(s["status"] == "completed" and s["iterations"] == 1500 for s in after.values())
+    assert after[finished] == before[finished]  # left as it was
+    # the interrupted sample carried on from its checkpoint (a resume); the third was drawn and ran anew
+    assert {name: len(s["resumes"]) for name, s in after.items()} == {
+        finished: 0, stopped: 1, **{name: 0 for name in after if name not in before}}
+    assert all(0.05 <= rundir.read_config(search_dir / name).train.lr <= 0.2 for name in after)
+    again = invoke("resume", search_dir)
+    assert again.exit_code == 0 and "nothing to do" in again.stdout

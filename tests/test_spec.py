@@ -39,7 +39,7 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 
 def test_spec_is_frozen():
     spec = specs.JobSpec()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         spec.train.lr = 1.0
 
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from rnn_mnist import rundir, telemetry
-from tests.conftest import ROOT, clean_env, cluster, free_port, invoke, job_text, pgroups_alive, rnnjob, recorded_pids
+from tests.conftest import ROOT, clean_env, cluster, free_port, invoke, job_text, pgroups_alive, recorded_pids, rnnjob
 
 METRICS = ("ray_rnnjob_iteration", "ray_rnnjob_train_loss", "ray_rnnjob_test_accuracy",
            "ray_rnnjob_samples_per_second", "ray_rnnjob_seconds_per_step")
@@ -103,8 +103,31 @@ def metrics_head(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_job(metrics_head, tmp_path_factory, mnist_root):
-    """A 2-worker job on the head, run to its end."""
+def monitor(metrics_head, tmp_path_factory):
+    """Prometheus from cluster/monitor.sh, scraping the head, started before the job runs: Ray stops exporting a
+    worker's metrics 120 s after its last report (RAY_WORKER_TIMEOUT_S), and installing Prometheus can take
+    longer. None, with why, where it cannot be installed."""
+    state = tmp_path_factory.mktemp("monitor")
+    settings = {"RNNJOB_MONITOR_STATE": str(state)}
+    port = free_port()
+    up = subprocess.run([ROOT / "cluster" / "monitor.sh", "up", "--port", str(port)], capture_output=True,
+                        text=True, timeout=600, env=clean_env(**settings))
+    if up.returncode != 0 and ("could not install" in up.stderr or "no prometheus binary" in up.stderr):
+        yield None, f"Prometheus cannot be installed here: {up.stderr.strip()}"
+        return
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert f"Prometheus up: http://127.0.0.1:{port}" in up.stdout
+    pid = int((state / "pid").read_text())
+    yield f"http://127.0.0.1:{port}", None
+    down = subprocess.run([ROOT / "cluster" / "monitor.sh", "down"], capture_output=True, text=True, timeout=60,
+                          env=clean_env(**settings))
+    assert down.returncode == 0 and down.stdout.strip() == "Prometheus down"
+    assert pgroups_alive([pid]) == []
+
+
+@pytest.fixture(scope="module")
+def ray_job(metrics_head, monitor, tmp_path_factory, mnist_root):
+    """A 2-worker job on the head, run to its end (with Prometheus scraping, where it could be installed)."""
     out = tmp_path_factory.mktemp("runs")
     job = out / "live.yaml"
     job.write_text(job_text(mnist_root, out, "live", iters=200, eval_every=50))
@@ -142,23 +165,11 @@ def test_the_nodes_metrics_endpoint_shows_the_runs_last_accuracy(metrics_head, r
 
 
 @pytest.fixture(scope="module")
-def prometheus(metrics_head, tmp_path_factory):
-    """Prometheus from cluster/monitor.sh, scraping the head; skipped where it cannot be installed."""
-    state = tmp_path_factory.mktemp("monitor")
-    settings = {"RNNJOB_MONITOR_STATE": str(state)}
-    port = free_port()
-    up = subprocess.run([ROOT / "cluster" / "monitor.sh", "up", "--port", str(port)], capture_output=True,
-                        text=True, timeout=600, env=clean_env(**settings))
-    if up.returncode != 0 and ("could not install" in up.stderr or "no prometheus binary" in up.stderr):
-        pytest.skip(f"Prometheus cannot be installed here: {up.stderr.strip()}")
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert f"Prometheus up: http://127.0.0.1:{port}" in up.stdout
-    pid = int((state / "pid").read_text())
-    yield f"http://127.0.0.1:{port}"
-    down = subprocess.run([ROOT / "cluster" / "monitor.sh", "down"], capture_output=True, text=True, timeout=60,
-                          env=clean_env(**settings))
-    assert down.returncode == 0 and down.stdout.strip() == "Prometheus down"
-    assert pgroups_alive([pid]) == []
+def prometheus(monitor):
+    url, why_not = monitor
+    if url is None:
+        pytest.skip(why_not)
+    return url
 
 
 def query(prometheus: str, expr: str) -> list:
