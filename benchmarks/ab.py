@@ -54,7 +54,8 @@ def main():
               f"{1000 * per_step['this']:.2f} ms/step (this checkout), per-round ratio {ratio:.3f}")
     Path(args.results).mkdir(parents=True, exist_ok=True)
     out = Path(args.results) / f"ab-cpu-{args.iters}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"other": str(other), "this": str(HERE), "iters": args.iters, "rounds": args.rounds,
+    out.write_text(json.dumps({"machine": bench.machine("cpu"), "other": str(other), "this": str(HERE),
+                               "iters": args.iters, "rounds": args.rounds,
                                "summary": summary, "runs": runs}, indent=2) + "\n")
     print(f"wrote {out}")
 

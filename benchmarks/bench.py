@@ -121,9 +121,13 @@ def free_port() -> int:
 
 class Head:
     """A running Ray head from cluster/local.sh with every CPU of this machine, on free ports of
-    127.0.0.1, its state in a folder of its own; `down` ends it as local.sh does."""
+    127.0.0.1, its state in a folder of its own; `down` ends it as local.sh does. address: one that runs
+    already (HOST:PORT of its GCS), used as it is and left running."""
 
-    def __init__(self):
+    def __init__(self, address=None):
+        self.address, self.env = address, None
+        if address:
+            return
         self.state = tempfile.mkdtemp(prefix="bench-cluster-")
         os.rmdir(self.state)  # local.sh makes it itself, 0700
         port = free_port()
@@ -135,8 +139,9 @@ class Head:
         self.address = f"127.0.0.1:{port}"
 
     def down(self):
-        subprocess.run([str(ROOT / "cluster" / "local.sh"), "down"], env=self.env, check=False,
-                       stdout=subprocess.DEVNULL)
+        if self.env:
+            subprocess.run([str(ROOT / "cluster" / "local.sh"), "down"], env=self.env, check=False,
+                           stdout=subprocess.DEVNULL)
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -265,12 +270,14 @@ def main():
     parser.add_argument("--only", default=",".join(VARIANTS), help="variants to run, e.g. a,b")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first round")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON")
+    parser.add_argument("--address", help="the running head of (e) and (g)-(i), HOST:PORT of its GCS (default: one "
+                                          "started for the run with cluster/local.sh, with every CPU, ended after)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds: expected at least 1, got {args.rounds}")
     chosen = [v for v in args.only.split(",") if v in VARIANTS]
 
-    head = Head() if any(v in ON_HEAD for v in chosen) else None
+    head = Head(args.address) if any(v in ON_HEAD for v in chosen) else None
     try:
         runs = timed_rounds(args, chosen, head)
     finally:

@@ -174,12 +174,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", default="run,cluster,embedded")
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--address", help="a running head, HOST:PORT of its GCS (default: one started for the run)")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for every contender's environment (to try one), repeatable")
     args = parser.parse_args()
     args.extra_env = dict(item.split("=", 1) for item in args.env)
     chosen = [c for c in args.only.split(",") if c in CONTENDERS]
-    head = bench.Head() if "cluster" in chosen else None
+    head = bench.Head(args.address) if "cluster" in chosen else None
     runs = {c: [] for c in chosen}
     try:
         for r in range(args.rounds):
@@ -212,7 +213,8 @@ def main():
                 print(f"  {statistics.median(values):8.2f}  {what}")
     Path(args.results).mkdir(parents=True, exist_ok=True)
     out = Path(args.results) / f"overhead-cpu-{args.iters}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"iters": args.iters, "seed": args.seed, "rounds": args.rounds, "env": args.extra_env,
+    out.write_text(json.dumps({"machine": bench.machine("cpu"), "iters": args.iters, "seed": args.seed,
+                               "rounds": args.rounds, "env": args.extra_env,
                                "contenders": CONTENDERS, "medians": table, "runs": runs}, indent=2) + "\n")
     print(f"wrote {out}")
 

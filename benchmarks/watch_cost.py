@@ -40,14 +40,13 @@ def main():
     import ray
     import torch
 
-    from rnn_mnist import loop, ray_train
-    from rnn_mnist import spec as specs
+    from rnn_mnist import loop, ray_train, sweep
     from rnn_mnist.kernels import process
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     process.tune("cpu")  # as `rnnjob run`: torch's own thread count, glibc keeping freed blocks
     overrides = [f"train.iters={args.iters}", f"train.eval_every={args.iters}", f"data.root={ROOT / 'data'}"]
-    spec = specs.load_any(ROOT / "jobs" / "model_c.yaml", overrides)
+    spec = sweep.load_any(ROOT / "jobs" / "model_c.yaml", overrides)
     settings = ["off", "files", "ray"]
     runs = {s: [] for s in settings}
     for r in range(args.rounds):

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import data, rayenv, report, rundir, runs, storage, timeline
+from . import data, rayenv, report, rundir, runs, storage, sweep, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 
@@ -137,14 +137,14 @@ def run(job: JobArg, iters: ItersOpt = None, seed: SeedOpt = None, out: OutOpt =
     """Train one job in this process, without Ray: the debug run."""
     started = time.time()
     with user_errors():
-        spec = specs.load_any(job, overrides(set_, iters, seed, out))
-        if isinstance(spec, (specs.Grid, specs.Search)):
-            what = "grid" if isinstance(spec, specs.Grid) else "search"
+        spec = sweep.load_any(job, overrides(set_, iters, seed, out))
+        if isinstance(spec, (sweep.Grid, sweep.Search)):
+            what = "grid" if isinstance(spec, sweep.Grid) else "search"
             raise BadInput(f"{job}: a {what} runs its trials on Ray Tune: use `rnnjob submit {job}`")
         with _progress_bar(spec.train.iters) as progress:
             run_dir, summary = runs.local(spec, device.value, typer.echo, progress, started)
-    typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} iterations, "
-               f"{summary['wall_seconds']:.1f} s -> {run_dir}")
+    typer.echo(f"done: {summary.final_accuracy:.2f}% test accuracy after {summary.iterations} iterations, "
+               f"{summary.wall_seconds:.1f} s -> {run_dir}")
 
 
 @app.command()
@@ -173,24 +173,26 @@ def submit(job: JobArg,
     sets = overrides(set_, iters, seed, out) + [s for s in scaling if s]
     jobs_address = rayenv.jobs_address(address)  # --address http://..., else RAY_API_SERVER_ADDRESS or RAY_ADDRESS
     with user_errors():
-        job_or_grid = specs.load_any(job, sets)  # checked here, before anything goes anywhere
+        job_or_grid = sweep.load_any(job, sets)  # checked here, before anything goes anywhere
         if jobs_address:
             passed = _passed_on(workers, gpu, max_concurrent, iters, seed, out, set_)
-            presets = list(job_or_grid.presets) if isinstance(job_or_grid, specs.Grid) else []
-            _submit_remote(jobs_address, job, presets, passed, python, pip or [], detach)
+            presets = list(job_or_grid.presets) if isinstance(job_or_grid, sweep.Grid) else []
+            output = (job_or_grid.output.location if isinstance(job_or_grid, specs.JobSpec)
+                      else job_or_grid.output_dir)
+            _submit_remote(jobs_address, job, presets, passed, python, pip or [], detach, output)
             return
         if address:
             os.environ["RAY_ADDRESS"] = address  # as Ray's own CLI does: ray.init reads it
-        if isinstance(job_or_grid, specs.Grid):
+        if isinstance(job_or_grid, sweep.Grid):
             _submit_grid(job_or_grid, started, max_concurrent)
-        elif isinstance(job_or_grid, specs.Search):
+        elif isinstance(job_or_grid, sweep.Search):
             search_dir, summaries = runs.search(job_or_grid, typer.echo, max_concurrent, started)
             _grid_ended(search_dir, summaries, started, "runs")
         else:
             with _progress_bar(job_or_grid.train.iters) as progress:
                 run_dir, summary = runs.on_ray(job_or_grid, typer.echo, progress, started)
-            typer.echo(f"done: {summary['final_accuracy']:.2f}% test accuracy after {summary['iterations']} "
-                       f"iterations on {summary['workers']} worker(s), {summary['wall_seconds']:.1f} s -> {run_dir}")
+            typer.echo(f"done: {summary.final_accuracy:.2f}% test accuracy after {summary.iterations} "
+                       f"iterations on {summary.workers} worker(s), {summary.wall_seconds:.1f} s -> {run_dir}")
 
 
 def _jobs_api_room():
@@ -211,10 +213,10 @@ def _passed_on(workers, gpu, max_concurrent, iters, seed, out, sets) -> list[str
 
 
 def _submit_remote(address: str, job: Path, presets: list, args: list[str], python: str, pip: list[str],
-                   detach: bool) -> None:
+                   detach: bool, output: str) -> None:
     jobs_api = _jobs_api_room()
 
-    _follow_submitted(address, jobs_api.submit(address, job, presets, args, python, pip), detach)
+    _follow_submitted(address, jobs_api.submit(address, job, presets, args, python, pip, output), detach)
 
 
 def _follow_submitted(address: str, job_id: str, detach: bool) -> None:
@@ -237,7 +239,7 @@ def _follow_submitted(address: str, job_id: str, detach: bool) -> None:
     typer.echo(f"job {job_id} succeeded")
 
 
-def _submit_grid(grid: specs.Grid, started: float, max_concurrent: Optional[int]) -> None:
+def _submit_grid(grid: sweep.Grid, started: float, max_concurrent: Optional[int]) -> None:
     grid_dir, summaries = runs.grid(grid, typer.echo, max_concurrent, started)
     _grid_ended(grid_dir, summaries, started)
 
@@ -249,10 +251,10 @@ def _grid_ended(grid_dir: str, summaries: list, started: float, what: str = "tri
     if per_configuration:
         typer.echo("")
         typer.echo(report.render(per_configuration, "table", report.CONFIGURATION_COLUMNS))
-    failed = [s for s in summaries if s["status"] == "failed"]
+    failed = [s for s in summaries if s.status == rundir.Status.FAILED]
     if failed:
         first = failed[0]
-        raise RunFailed(f"{len(failed)} of {len(summaries)} {what} failed; {first['name']}: {first.get('error')}")
+        raise RunFailed(f"{len(failed)} of {len(summaries)} {what} failed; {first.name}: {first.error}")
     typer.echo(f"done: {len(summaries)} {what} in {time.time() - started:.1f} s -> {grid_dir}")
 
 
@@ -303,8 +305,8 @@ def resume(run: Annotated[str, typer.Argument(
             _grid_ended(location, summaries, started, "trials" if rundir.is_grid(location) else "runs")
         return
     s = summaries[0]  # a single run that failed has raised already
-    typer.echo(f"done: {s['final_accuracy']:.2f}% test accuracy after {s['iterations']} iterations, "
-               f"{s['wall_seconds']:.1f} s -> {location}")
+    typer.echo(f"done: {s.final_accuracy:.2f}% test accuracy after {s.iterations} iterations, "
+               f"{s.wall_seconds:.1f} s -> {location}")
 
 
 def _iters_of(run: str) -> Optional[int]:
@@ -331,16 +333,16 @@ def validate(jobs: Annotated[list[Path], typer.Argument(help="Job specs to check
     bad = 0
     for job in jobs:
         try:
-            checked = specs.load_any(job, set_ or [])
+            checked = sweep.load_any(job, set_ or [])
         except specs.SpecError as e:
             typer.echo(f"error: {e}", err=True)
             bad += 1
             continue
-        if isinstance(checked, specs.Grid):
+        if isinstance(checked, sweep.Grid):
             seeds = (f" ({len(checked.trials) // checked.repeat} combinations x {checked.repeat} seeds)"
                      if checked.repeat > 1 else "")
             typer.echo(f"ok: {job} (grid {checked.name}: {len(checked.trials)} trials{seeds})")
-        elif isinstance(checked, specs.Search):
+        elif isinstance(checked, sweep.Search):
             s = checked.search
             typer.echo(f"ok: {job} (search {checked.name}: {s.num_samples} samples, {s.algorithm}, "
                        f"{len(checked.space)} field(s), {checked.repeat} seed(s) each)")
@@ -380,7 +382,8 @@ def data_fetch(root: Annotated[Path, typer.Option(help="Folder that gets MNIST/r
 def results(directory: Annotated[str, typer.Argument(help="Where to look for runs: a folder or a URI.")] = "runs",
             format_: Annotated[str, typer.Option("--format", help="table, csv, json or markdown.")] = "table") -> None:
     """Every run below DIRECTORY in one table, best final accuracy first (a grid or search judged on
-    val_accuracy: best validation accuracy first)."""
+    val_accuracy: best validation accuracy first). A run whose files cannot be read is left out, with a
+    line saying why (exit 2)."""
     if format_ not in report.FORMATS:
         fail(f"--format: expected one of {', '.join(report.FORMATS)}, got {format_!r}", 2)
     _existing_folder(directory)
@@ -389,11 +392,13 @@ def results(directory: Annotated[str, typer.Argument(help="Where to look for run
         typer.echo(f"warning: {line}", err=True)
     if not table and format_ == "table":
         typer.echo(f"no runs below {directory}")
-        return
-    typer.echo(report.render(table, format_))
-    if per_configuration and format_ in ("table", "markdown"):  # runs of one configuration at several seeds
-        typer.echo("")
-        typer.echo(report.render(per_configuration, format_, report.CONFIGURATION_COLUMNS))
+    else:
+        typer.echo(report.render(table, format_))
+        if per_configuration and format_ in ("table", "markdown"):  # runs of one configuration at several seeds
+            typer.echo("")
+            typer.echo(report.render(per_configuration, format_, report.CONFIGURATION_COLUMNS))
+    if skipped:  # what could be read is shown; the damaged files are the user's to look at
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -401,13 +406,23 @@ def plot(directory: Annotated[str, typer.Argument(help="Where to look for runs: 
          output: Annotated[Optional[Path], typer.Option(
              "-o", "--output", help="PNG file to write (default: DIRECTORY/runs.png, or ./runs.png for a URI).")] = None
          ) -> None:
-    """Test accuracy and loss against iteration for every run below DIRECTORY, in one figure."""
+    """Test accuracy and loss against iteration for every run below DIRECTORY, in one figure. A run whose
+    files cannot be read is left out, with a line saying why (exit 2)."""
     _existing_folder(directory)
     output = output or (Path("runs.png") if storage.is_uri(directory) else Path(directory) / "runs.png")
-    drawn = report.plot(directory, output)
+    with user_errors():
+        report.check_plot_file(output)
+        drawn, skipped = report.plot(directory, output)
+    if not drawn and skipped:  # one line: what could not be read, and that nothing was drawn
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        fail(f"nothing to plot: {skipped[0]}{more}", 2)
     if not drawn:
         fail(f"nothing to plot: no run below {directory} has metrics yet", 1)
+    for line in skipped:
+        typer.echo(f"warning: {line}", err=True)
     typer.echo(f"wrote {output} ({drawn} run(s))")
+    if skipped:
+        raise typer.Exit(2)
 
 
 def _existing_folder(directory: str) -> None:
@@ -509,7 +524,15 @@ def _watched(target: str, address: Optional[str]):
             return rows, report.ended(rows)
         return look
     jobs_api, address = _jobs(address)
-    return jobs_api.watched(address, target, lambda where: report.live_rows(where) if storage.exists(where) else None)
+    job = jobs_api.watched(address, target)
+
+    def look():
+        run, state = job()
+        ended = state in jobs_api.FINISHED
+        if run:
+            return report.live_rows(run), ended
+        return [report.status_row(target, jobs_api.ENDED_AS.get(state, report.Live.RUNNING))], ended
+    return look
 
 
 @app.command()

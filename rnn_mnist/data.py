@@ -69,6 +69,8 @@ def problems(root) -> dict[str, str]:
         if not path.exists():
             found[name] = "missing"
             continue
+        if not path.is_file():  # fetching again could not replace it: the user's to remove
+            raise BadInput(f"{path}: is a folder or a special file, not MNIST's {name}; remove it")
         stat = path.stat()
         if _checked.get(path.resolve()) == (stat.st_size, stat.st_mtime_ns):
             continue  # hashed already by this process, and not touched since

@@ -29,7 +29,7 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 
-from . import loop, ray_train, rundir, storage, telemetry, timeline
+from . import loop, ray_train, rundir, storage, sweep, telemetry, timeline
 from . import spec as specs
 from .kernels import process
 
@@ -179,7 +179,7 @@ def _stops_gracefully():
         raise KeyboardInterrupt
 
 
-def concurrency(grid: specs.Grid, asked: Optional[int]) -> int:
+def concurrency(grid: sweep.Grid, asked: Optional[int]) -> int:
     """Trials at once: what the user asked for, at most what the cluster can hold side by side."""
     return at_once(grid.trials[0].spec.scaling, len(grid.trials), asked or grid.tune.max_concurrent)
 
@@ -193,7 +193,7 @@ def at_once(s: specs.ScalingSpec, trials: int, asked: Optional[int]) -> int:
     return max(1, min(asked or trials, fits, trials))
 
 
-def _scheduler(t: specs.TuneSpec, job_specs):
+def _scheduler(t: sweep.TuneSpec, job_specs):
     if t.scheduler != "asha":
         return None
     # Tune's training_iteration counts reports, and each evaluation is one report
@@ -212,7 +212,7 @@ def work(spec: specs.JobSpec) -> float:
     return per_sample * spec.train.batch_size / spec.scaling.workers * spec.train.iters
 
 
-def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False,
+def run(grid: sweep.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False,
         fault: Optional[ray_train.Fault] = None) -> dict:
     """Run every trial into its run directory (runs: trial name -> directory below grid_dir, made
     already); Tune's own files go to <grid_dir>/tune. Ctrl-C: KeyboardInterrupt once Tune has ended
@@ -238,20 +238,19 @@ def run(grid: specs.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool 
     for result in results:
         name = result.config["trial"]["name"]
         if result.error:
-            outcomes[name] = ("failed", str(result.error).strip().splitlines()[-1])
+            outcomes[name] = (rundir.Status.FAILED, str(result.error).strip().splitlines()[-1])
         elif ray_train.failure(runs[name]):
-            outcomes[name] = ("failed", ray_train.failure(runs[name]))
+            outcomes[name] = (rundir.Status.FAILED, ray_train.failure(runs[name]))
         elif not rundir.finished(runs[name], trial_specs[name]):
-            outcomes[name] = ("stopped", "stopped early by the asha scheduler")
+            outcomes[name] = (rundir.Status.STOPPED, "stopped early by the asha scheduler")
         else:
-            outcomes[name] = ("completed", None)
+            outcomes[name] = (rundir.Status.COMPLETED, None)
     return outcomes
 
 
-SUMMARY_KEY = {"accuracy": "final_accuracy", "loss": "final_loss", "val_accuracy": "final_val_accuracy"}
 
 
-def _seed_runs(search: specs.Search, values: dict, search_dir: str, name: str) -> list:
+def _seed_runs(search: sweep.Search, values: dict, search_dir: str, name: str) -> list:
     """(spec, run directory) of each seed of one sample. A directory there already is this sample's own, from
     an attempt before this one (Tune's trial ids are unique within a search): it is carried on."""
     folder = storage.join(search_dir, name)
@@ -268,9 +267,9 @@ def _seed_runs(search: specs.Search, values: dict, search_dir: str, name: str) -
     return plan
 
 
-def _run_seed(spec: specs.JobSpec, run: str, values: dict, fault, to_tune: bool) -> dict:
+def _run_seed(spec: specs.JobSpec, run: str, values: dict, fault, to_tune: bool) -> rundir.Summary:
     """Train one seed of a sample into its run directory, or carry it on; its summary."""
-    if rundir.has_summary(run) and rundir.read_summary(run)["status"] == "completed":
+    if rundir.has_summary(run) and rundir.read_summary(run).status == rundir.Status.COMPLETED:
         if to_tune:  # Tune's record of the experiment predates its end: Tune and the search algorithm need it
             tune.report(rundir.read_metrics(run)[-1])
         return rundir.read_summary(run)
@@ -281,12 +280,13 @@ def _run_seed(spec: specs.JobSpec, run: str, values: dict, fault, to_tune: bool)
         storage.write_bytes(storage.join(run, rundir.VALUES), json.dumps(values).encode())
         started = time.time()
         error = _fit(spec, run, fault, carry_on, to_tune)
-        summary = rundir.finish(run, spec, "failed" if error else "completed", started, error)
-        telemetry.write_hparams(run, {**values, "train.seed": spec.train.seed}, summary)
+        summary = rundir.finish(run, spec, rundir.Status.FAILED if error else rundir.Status.COMPLETED, started, error)
+        telemetry.write_hparams(run, {**values, "train.seed": spec.train.seed}, summary.final_accuracy,
+                                summary.best_accuracy)
     return summary
 
 
-def _sample(config: dict, search: specs.Search, search_dir: str, timeline_file: Optional[str], fault) -> None:
+def _sample(config: dict, search: sweep.Search, search_dir: str, timeline_file: Optional[str], fault) -> None:
     """What Tune runs for one sample of a search: its runs, one per seed, one after another (several
     only with `repeat`). One seed: every evaluation goes to Tune as it comes (ASHA, the search algorithm).
     Several: their mean (and standard deviation) goes to Tune once all have run."""
@@ -297,9 +297,9 @@ def _sample(config: dict, search: specs.Search, search_dir: str, timeline_file: 
                  for spec, run in _seed_runs(search, values, search_dir, name)]
     if search.repeat > 1:
         metric = search.tune.metric
-        got = [s[SUMMARY_KEY[metric]] for s in summaries if s["status"] == "completed"]
+        got = [s.metric(metric) for s in summaries if s.status == rundir.Status.COMPLETED]
         if not got:
-            raise RuntimeError(f"every seed of {name} failed; {summaries[0].get('error')}")
+            raise RuntimeError(f"every seed of {name} failed; {summaries[0].error}")
         tune.report({metric: statistics.fmean(got), f"{metric}_std": statistics.pstdev(got), "seeds": len(got)})
 
 
@@ -308,14 +308,14 @@ def _domain(kind: str, args: tuple):
             "loguniform": lambda: tune.loguniform(*args), "randint": lambda: tune.randint(*args)}[kind]()
 
 
-def _search_trainable(search: specs.Search, search_dir: str, fault):
+def _search_trainable(search: sweep.Search, search_dir: str, fault):
     base = search.sample({}, "base")
     trainable = tune.with_parameters(_sample, search=search, search_dir=search_dir,
                                      timeline_file=timeline.setting(), fault=fault)
     return tune.with_resources(trainable, _resources(base.scaling)), base
 
 
-def run_search(search: specs.Search, search_dir: str, at_once: int, fault: Optional[ray_train.Fault] = None) -> None:
+def run_search(search: sweep.Search, search_dir: str, at_once: int, fault: Optional[ray_train.Fault] = None) -> None:
     """Run a search's samples into search_dir (each makes its own directories); Tune's files go to
     <search_dir>/tune. The caller settles the samples Tune stopped (ASHA) or that Ctrl-C ended."""
     t = search.tune
@@ -346,7 +346,7 @@ def can_resume_search(search_dir: str) -> bool:
     return tune.Tuner.can_restore(storage.join(search_dir, EXPERIMENT))
 
 
-def resume_search(search: specs.Search, search_dir: str, fault: Optional[ray_train.Fault] = None) -> None:
+def resume_search(search: sweep.Search, search_dir: str, fault: Optional[ray_train.Fault] = None) -> None:
     """Carry a search on where its Tune experiment stopped (Tune's Tuner.restore): its unfinished samples from
     their run directories, then the samples it had still to draw, drawn by its search algorithm as it was."""
     trainable, _ = _search_trainable(search, search_dir, fault)

@@ -9,6 +9,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import shlex
 import shutil
 import socket
@@ -22,7 +23,7 @@ from urllib.parse import urlparse
 import ray.exceptions
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from . import rayenv
+from . import rayenv, rundir, storage
 from . import spec as specs
 from .errors import BadInput, RunFailed
 
@@ -33,13 +34,22 @@ CLUSTER_HOME = "~/rnnjob"  # where a remote job's relative paths (data, runs) la
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
 POLL_S = 1.0  # between looks at a job's log and status while following it
 AGENT_WAIT_S = 30  # how long a submission waits for a just-started head's job agent
+OUTPUT_KEY = "rnnjob_output"  # in a submitted job's metadata: where its runs go, as the cluster names it
 
 
 def _host_port(address: str) -> tuple[str, int]:
     """(host, port) of an http(s) address, or BadInput saying what is wrong with it."""
     url = urlparse(address)
+    host, _, port = url.netloc.rpartition("@")[2].rpartition(":")
+    if ":" in host and not host.startswith("["):  # urlparse would read part of the address as the port
+        raise BadInput(f"--address {specs.show(address)[1:-1]}: an IPv6 address goes in brackets: "
+                       f"{url.scheme}://[{host}]:{port}")
     try:
-        port = url.port or (443 if url.scheme == "https" else 80)
+        port = url.port
+        if port is None:
+            port = 443 if url.scheme == "https" else 80
+        elif not 0 < port < 65536:
+            raise ValueError(port)
     except ValueError:
         raise BadInput(f"--address {specs.show(address)[1:-1]}: the port is not a number from 1 to 65535") from None
     if url.scheme not in ("http", "https") or not url.hostname:
@@ -93,17 +103,21 @@ def entrypoint(command: str, target: str, args: list[str], python: str) -> str:
     return shlex.join([python, "-m", "rnn_mnist", command, target, *args])
 
 
-def submit(address: str, job: Path, presets: list[Path], args: list[str], python: str, pip: list[str]) -> str:
-    """Send a job file up (with the presets a grid names) for `rnnjob submit` there; returns its id."""
-    return _submit(address, "submit", f"jobs/{job.name}", [job, *presets], args, python, pip)
+def submit(address: str, job: Path, presets: list[Path], args: list[str], python: str, pip: list[str],
+           output: str) -> str:
+    """Send a job file up (with the presets a grid names) for `rnnjob submit` there; returns its id.
+    output: where its runs go (the spec's output location; a relative one starts in CLUSTER_HOME there)."""
+    where = output if storage.is_uri(output) or output.startswith(("/", "~")) else f"{CLUSTER_HOME}/{output}"
+    return _submit(address, "submit", f"jobs/{job.name}", [job, *presets], args, python, pip, where)
 
 
 def submit_command(address: str, command: str, target: str, args: list[str], python: str, pip: list[str]) -> str:
     """Run `rnnjob COMMAND TARGET ARGS` on the cluster (resume: TARGET is a run on shared storage)."""
-    return _submit(address, command, target, [], args, python, pip)
+    parent = target.rstrip("/").rsplit("/", 1)[0]
+    return _submit(address, command, target, [], args, python, pip, parent)
 
 
-def _submit(address, command, target, files, args, python, pip) -> str:
+def _submit(address, command, target, files, args, python, pip, output: str) -> str:
     # Ray's client logs each upload at INFO ("Uploading package ..."; its SDK modules set their own loggers
     # to INFO): not the user's business; warnings stay
     for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
@@ -117,13 +131,18 @@ def _submit(address, command, target, files, args, python, pip) -> str:
         # `rnnjob stop`: Ray's job supervisor sends SIGTERM, then SIGKILL after this many seconds (3 by
         # default); the driver needs up to ray_train.STOP_WAIT_S to end its workers and write the summary
         env["RAY_JOB_STOP_WAIT_TIME_S"] = str(STOP_GRACE_S)
+        # the id, chosen here, goes to the driver too: it records by it where its run went (rundir.SUBMISSIONS),
+        # below the output folder that the job's metadata names, for `rnnjob watch ID`
+        job_id = f"raysubmit_{secrets.token_hex(8)}"
+        env[rundir.SUBMISSION_ENV] = job_id
         runtime_env = {"working_dir": folder, "env_vars": env}
         if pip:
             runtime_env["pip"] = pip
         deadline = time.time() + AGENT_WAIT_S
         while True:
             try:
-                return client.submit_job(entrypoint=entrypoint(command, target, args, python), runtime_env=runtime_env)
+                return client.submit_job(entrypoint=entrypoint(command, target, args, python), runtime_env=runtime_env,
+                                         submission_id=job_id, metadata={OUTPUT_KEY: output})
             except RuntimeError as e:
                 # a head that has just started takes a few seconds before its job agent takes submissions;
                 # Ray's own answer says to try again later
@@ -197,32 +216,22 @@ def wait(client: JobSubmissionClient, job_id: str, timeout: float) -> JobStatus:
     return state
 
 
-# what the driver prints first: where its run (or grid) directory is, and how long the run is
-_WHERE = re.compile(r"^(run|grid) directory: (.+?)  \((?:(\d+) iterations)?")
-_ITERATION = re.compile(r"Iteration: (\d+)\. Loss: ([-\w.+]+)\. Accuracy: ([\d.]+)")
-_ENDED_AS = {JobStatus.SUCCEEDED: "completed", JobStatus.FAILED: "failed", JobStatus.STOPPED: "interrupted"}
+ENDED_AS = {JobStatus.SUCCEEDED: rundir.Status.COMPLETED, JobStatus.FAILED: rundir.Status.FAILED,
+            JobStatus.STOPPED: rundir.Status.INTERRUPTED}
 
 
-def watched(address: str, job_id: str, reachable) -> Callable[[], tuple[list, bool]]:
-    """For `rnnjob watch ID`: a function returning (rows, whether the job ended). The rows come from
-    the job's run directory where `reachable(location)` gives them (shared storage), else from its
-    log: its latest Iteration line."""
-    client, _ = _job(address, job_id)
+def watched(address: str, job_id: str) -> Callable[[], tuple[Optional[str], JobStatus]]:
+    """For `rnnjob watch ID`: a function returning (the job's run or grid directory where this machine reaches
+    it, else None; the job's status). The directory comes from the record its driver left by the job's id
+    (rundir.read_submission) below the output folder that the job's metadata names: shared storage, a URI, or
+    the cluster's own disk when it runs on this machine."""
+    client, info = _job(address, job_id)
+    output = (info.metadata or {}).get(OUTPUT_KEY)
 
     def look():
         state = client.get_job_status(job_id)
-        log = client.get_job_logs(job_id)
-        where = next((m for m in map(_WHERE.match, log.splitlines()) if m), None)
-        rows = reachable(where.group(2)) if where else None
-        if not rows:
-            last = _ITERATION.findall(log)
-            iteration, loss, accuracy = last[-1] if last else (0, None, None)
-            iters = int(where.group(3)) if where and where.group(3) else int(iteration)
-            rows = [{"name": job_id, "status": _ENDED_AS.get(state, "running"), "iteration": int(iteration),
-                     "iters": iters, "loss": None if loss is None else float(loss),
-                     "accuracy": None if accuracy is None else float(accuracy), "samples_per_second": None,
-                     "seconds_left": None, "error": None}]
-        return rows, state in FINISHED
+        run = rundir.read_submission(os.path.expanduser(output), job_id) if output else None
+        return (run if run and storage.exists(run) else None), state
 
     return look
 

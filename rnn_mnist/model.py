@@ -31,3 +31,14 @@ class RNNModel(nn.Module):
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def param_count(cell: str, hidden_dim: int, layer_dim: int, input_dim: int = 28, output_dim: int = 10) -> int:
+    """RNNModel's parameter count, without building one: per layer and gate, weight_ih, weight_hh and their
+    two biases; then the readout."""
+    per_layer = [GATES[cell] * hidden_dim * ((input_dim if layer == 0 else hidden_dim) + hidden_dim + 2)
+                 for layer in range(layer_dim)]
+    return sum(per_layer) + hidden_dim * output_dim + output_dim

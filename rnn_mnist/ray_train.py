@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import ray
+import ray.exceptions
 import ray.train
 import torch
 import torch.distributed as dist
@@ -302,10 +303,12 @@ def _join(address: str):
         raise RunFailed(f"--address {address}: no Ray cluster was started on this machine "
                         "(`ray start --head`, or `make cluster-up`)")
     host, _, port = gcs.rpartition(":")
+    if ":" in host and not host.startswith("["):
+        raise BadInput(f"--address {specs.show(address)[1:-1]}: an IPv6 address goes in brackets: [{host}]:{port}")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise BadInput(f"--address {specs.show(address)[1:-1]}: expected HOST:PORT, http://HOST:PORT or auto")
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
     except OSError as e:
         raise RunFailed(f"cannot reach a Ray cluster at {gcs}: {e.strerror or e}") from None
     # Ray's C++ client logs every failed retry on fd 2; keep that for the case it connects
@@ -387,8 +390,10 @@ def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, resume: bo
     storage.remove(stop)
     timeline.mark("fit called")
     worker.start()
+    watch = ClusterWatch(spec, run)
     try:
-        done.wait()
+        while not done.wait(ClusterWatch.EVERY_S):
+            watch.look()  # ClusterLost: the caller records the run as failed at its last checkpoint
     except KeyboardInterrupt:
         _stop_workers(stop, done)
         raise
@@ -396,7 +401,65 @@ def fit(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, resume: bo
     error = ended.get("error")
     if isinstance(error, ray.train.TrainingFailedError):
         raise TrainingFailed(f"training failed: {str(error).strip().splitlines()[-1]}") from None
+    if isinstance(error, ray.exceptions.RayError):  # the cluster went away between two looks
+        head = "its head no longer answers" if not watch.head_answers() else "a node the job ran on is gone"
+        raise ClusterLost(watch.lost(f"{head}; Ray: {type(error).__name__}")) from None
     if error is not None:
         raise error
     if failure(run):
         raise TrainingFailed(failure(run))
+
+
+class ClusterLost(RunFailed):
+    """The cluster under a job went away (its head, or a node the job needs): the job cannot go on."""
+
+
+class ClusterWatch:
+    """What the driver looks at while a job trains: that the cluster's head (its GCS) still answers, and that
+    the cluster still holds what the job asked for. Ray itself would retry for a minute or more, or, for a
+    lost node, wait for one forever; the driver gives up sooner, with the run's summary written."""
+
+    EVERY_S = 2.0
+    HEAD_GONE_S = 10.0  # a head that has not answered this long is gone (a restart takes longer anyway)
+    TOO_SMALL_S = 30.0  # Ray Train may be replacing a worker meanwhile; a lost node does not come back that fast
+
+    def __init__(self, spec: specs.JobSpec, run: str):
+        self.spec, self.run = spec, run
+        host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+        self.gcs = (host.strip("[]"), int(port))
+        self.head_silent = self.too_small = None  # since when
+
+    def lost(self, what: str) -> str:
+        return (f"lost the Ray cluster at {self.gcs[0]}:{self.gcs[1]} ({what}); the run keeps its last checkpoint: "
+                f"carry it on with `rnnjob resume {self.run}`")
+
+    def head_answers(self) -> bool:
+        try:
+            socket.create_connection(self.gcs, timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    def look(self) -> None:
+        now = time.monotonic()
+        if self.head_answers():
+            self.head_silent = None
+        else:
+            self.head_silent = self.head_silent or now
+            if now - self.head_silent >= self.HEAD_GONE_S:
+                raise ClusterLost(self.lost(f"its head no longer answers: not for {self.HEAD_GONE_S:.0f} s"))
+            return
+        try:
+            have = ray.cluster_resources()
+        except Exception:  # the GCS answers connections but not requests: the next look decides
+            return
+        s = self.spec.scaling
+        need_cpu, need_gpu = s.workers * cpus_each(s), s.workers * (1 if s.gpu else 0)
+        if have.get("CPU", 0) >= need_cpu and have.get("GPU", 0) >= need_gpu:
+            self.too_small = None
+            return
+        self.too_small = self.too_small or now
+        if now - self.too_small >= self.TOO_SMALL_S:
+            cpus, gpus = int(have.get("CPU", 0)), int(have.get("GPU", 0))
+            raise ClusterLost(self.lost(f"it lost a node: it holds {cpus} CPU(s) and {gpus} GPU(s) now, the job "
+                                        f"needs {need_cpu} and {need_gpu}"))

@@ -2,6 +2,7 @@
 so they work on runs from `rnnjob run`, `submit`, grids, and runs copied from elsewhere."""
 
 import csv
+import enum
 import io
 import json
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from . import rundir, storage, telemetry
 from . import spec as specs
+from .errors import BadInput
 
 COLUMNS = ["name", "cell", "nonlinearity", "layers", "hidden", "optimizer", "lr", "iterations",
            "final_accuracy", "best_accuracy", "val_accuracy", "wall_seconds", "workers", "device", "status"]
@@ -26,26 +28,34 @@ def find_runs(root) -> list[str]:
     return storage.folders_holding(root, rundir.CONFIG)
 
 
+class Live(enum.StrEnum):
+    """Where a run without a summary stands, as `results` and `watch` show it."""
+
+    STARTING = "starting"  # no evaluation or progress yet
+    RUNNING = "running"
+    DIED = "died"  # no process trains into it, and it wrote no summary (killed, its node gone)
+
+
 def row(run: str, root) -> dict:
     spec = rundir.read_config(run)
     metrics = rundir.read_metrics(run)
-    summary = rundir.read_summary(run) if rundir.has_summary(run) else {}
     last = metrics[-1] if metrics else {}
     m, t = spec.model, spec.train
-    return {
+    out = {
         "name": storage.relative(run, root),
         "cell": m.cell, "nonlinearity": m.nonlinearity, "layers": m.layer_dim, "hidden": m.hidden_dim,
         "optimizer": t.optimizer, "lr": t.lr,
-        "iterations": summary.get("iterations", last.get("iteration", 0)),
-        "final_accuracy": summary.get("final_accuracy", last.get("accuracy")),
+        "iterations": last.get("iteration", 0), "final_accuracy": last.get("accuracy"),
         "best_accuracy": max((r["accuracy"] for r in metrics), default=None),
-        "val_accuracy": summary.get("final_val_accuracy", last.get("val_accuracy")),
-        "wall_seconds": summary.get("wall_seconds"),
-        "workers": summary.get("workers", spec.scaling.workers),
-        "device": summary.get("device", "cuda" if spec.scaling.gpu else "cpu"),
-        # no summary: still training, or the process died (killed, its node gone) before writing one
-        "status": summary.get("status") or ("running" if rundir.running(run) else "died"),
+        "val_accuracy": last.get("val_accuracy"), "wall_seconds": None, "workers": spec.scaling.workers,
+        "device": "cuda" if spec.scaling.gpu else "cpu",
+        "status": Live.RUNNING if rundir.running(run) else Live.DIED,
     }
+    if rundir.has_summary(run):
+        s = rundir.read_summary(run)
+        out.update(iterations=s.iterations, final_accuracy=s.final_accuracy, val_accuracy=s.final_val_accuracy,
+                   wall_seconds=s.wall_seconds, workers=s.workers, device=s.device, status=s.status)
+    return out
 
 
 def ranked_by(root) -> str:
@@ -97,7 +107,7 @@ def configurations(table: list[dict], column: str = "final_accuracy") -> list[di
             groups.setdefault(match["configuration"], []).append(r)
     out = []
     for name, group in groups.items():
-        done = [r for r in group if r["status"] == "completed"]
+        done = [r for r in group if r["status"] == rundir.Status.COMPLETED]
         acc = [r["final_accuracy"] for r in done if r["final_accuracy"] is not None]
         val = [r["val_accuracy"] for r in done if r["val_accuracy"] is not None]
         out.append({"configuration": name, "seeds": len(group), "completed": len(done),
@@ -130,17 +140,48 @@ def render(table: list[dict], fmt: str, columns: list[str] = COLUMNS) -> str:
     return "\n".join([fmt_row(columns)] + [fmt_row(r) for r in text])
 
 
-def plot(root, out: Path) -> int:
-    """Test accuracy and loss against iteration, one line per run; returns how many runs were drawn."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    series = [(storage.relative(run, root), rundir.read_metrics(run)) for run in find_runs(root)]
+    return plt
+
+
+def check_plot_file(out: Path) -> None:
+    """Refuse, before anything is read or drawn, a file that matplotlib would not write, or a place for it that
+    cannot hold a file."""
+    plt = _pyplot()
+    probe = plt.figure()
+    kinds = probe.canvas.get_supported_filetypes()
+    plt.close(probe)
+    kind = out.suffix.lstrip(".").lower()
+    if kind not in kinds:
+        what = f".{kind} files" if kind else "a file without a suffix"
+        raise BadInput(f"-o {out}: matplotlib writes {', '.join(sorted(kinds))}, not {what}")
+    if out.is_dir():
+        raise BadInput(f"-o {out}: is a folder; name the file to write")
+    for place in out.parents:
+        if place.exists():
+            if not place.is_dir():
+                raise BadInput(f"-o {out}: {place} is a file, not a folder")
+            break
+
+
+def plot(root, out: Path) -> tuple[int, list[str]]:
+    """Test accuracy and loss against iteration, one line per run: (how many runs were drawn, a line for each
+    run that could not be read and was left out)."""
+    plt = _pyplot()
+    series, unreadable = [], []
+    for run in find_runs(root):
+        try:
+            series.append((storage.relative(run, root), rundir.read_metrics(run)))
+        except rundir.Unreadable as e:
+            unreadable.append(f"{run}: skipped, {e}")
     series = [(name, metrics) for name, metrics in series if metrics]
     if not series:
-        return 0
+        return 0, unreadable
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(13, 5))
     for name, metrics in series:
         its = [m["iteration"] for m in metrics]
@@ -155,12 +196,12 @@ def plot(root, out: Path) -> int:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    return len(series)
+    return len(series), unreadable
 
 
 # the live view of `rnnjob watch`: rows from run directories (or from a job's log), until they end
 
-ENDED_WELL = ("completed", "stopped")  # stopped: by ASHA, which is how a grid should end for it
+ENDED_WELL = (rundir.Status.COMPLETED, rundir.Status.STOPPED)  # stopped: by ASHA, how a grid should end for it
 
 
 def live_row(run: str, root) -> dict:
@@ -168,20 +209,27 @@ def live_row(run: str, root) -> dict:
     iters = rundir.read_config(run).train.iters
     if rundir.has_summary(run):
         s = rundir.read_summary(run)
-        return {"name": storage.relative(run, root), "status": s["status"], "iteration": s["iterations"],
-                "iters": iters, "loss": s["final_loss"], "accuracy": s["final_accuracy"],
-                "samples_per_second": None, "seconds_left": 0, "error": s.get("error")}
+        return {"name": storage.relative(run, root), "status": s.status, "iteration": s.iterations,
+                "iters": iters, "loss": s.final_loss, "accuracy": s.final_accuracy,
+                "samples_per_second": None, "seconds_left": 0, "error": s.error}
     now = telemetry.read_progress(run) or {}
     metrics = rundir.read_metrics(run)
     iteration = max(now.get("iteration", 0), metrics[-1]["iteration"] if metrics else 0)
     per_step = now.get("seconds_per_step")
-    status = ("running" if now or metrics else "starting") if rundir.running(run) else "died"
+    status = (Live.RUNNING if now or metrics else Live.STARTING) if rundir.running(run) else Live.DIED
     return {"name": storage.relative(run, root), "status": status,
             "iteration": iteration, "iters": iters, "loss": now.get("loss"),
             "accuracy": metrics[-1]["accuracy"] if metrics else None,
             "samples_per_second": now.get("samples_per_second"),
             "seconds_left": (iters - iteration) * per_step if per_step else None,
-            "error": None if status != "died" else "it ended without a summary (killed?); rnnjob resume carries it on"}
+            "error": (None if status != Live.DIED
+                      else "it ended without a summary (killed?); rnnjob resume carries it on")}
+
+
+def status_row(name: str, status) -> dict:
+    """A run known only by its status (a job on a cluster whose files this machine cannot read)."""
+    return {"name": name, "status": status, "iteration": None, "iters": None, "loss": None, "accuracy": None,
+            "samples_per_second": None, "seconds_left": None, "error": None}
 
 
 def live_rows(root) -> list[dict]:
@@ -189,19 +237,21 @@ def live_rows(root) -> list[dict]:
 
 
 def ended(rows: list[dict]) -> bool:
-    return bool(rows) and all(r["status"] not in ("running", "starting") for r in rows)
+    return bool(rows) and all(r["status"] not in (Live.RUNNING, Live.STARTING) for r in rows)
 
 
 def line(r: dict) -> str:
     """One row as a line of text: what `watch` prints where there is no terminal, and at the end."""
-    parts = [f"{r['name']}: {r['status']}", f"{r['iteration']}/{r['iters']} iterations"]
+    parts = [f"{r['name']}: {r['status']}"]
+    if r["iters"] is not None:
+        parts.append(f"{r['iteration']}/{r['iters']} iterations")
     if r["loss"] is not None:
         parts.append(f"loss {r['loss']:.4f}")
     if r["accuracy"] is not None:
         parts.append(f"accuracy {r['accuracy']:.2f}%")
     if r["samples_per_second"]:
         parts.append(f"{r['samples_per_second']:.0f} samples/s")
-    if r["seconds_left"] is not None and r["status"] == "running":
+    if r["seconds_left"] is not None and r["status"] == Live.RUNNING:
         parts.append(f"{r['seconds_left']:.0f} s left")
     if r["error"]:
         parts.append(r["error"])
@@ -221,7 +271,7 @@ def live_table(rows: list[dict]):
                       f"{r['iteration']}/{r['iters']}", "" if r["loss"] is None else f"{r['loss']:.4f}",
                       "" if r["accuracy"] is None else f"{r['accuracy']:.2f}%",
                       f"{r['samples_per_second']:.0f}" if r["samples_per_second"] else "",
-                      f"{r['seconds_left']:.0f} s" if r["seconds_left"] is not None and r["status"] == "running"
+                      f"{r['seconds_left']:.0f} s" if r["seconds_left"] is not None and r["status"] == Live.RUNNING
                       else "", r["status"])
     return table
 
@@ -234,7 +284,7 @@ def follow(look, echo, terminal: bool, interval: float = 1.0) -> list[dict]:
 
     def lines(rows):
         for r in rows:
-            key = (r["status"], r["accuracy"], r["iteration"] if r["status"] != "running" else None)
+            key = (r["status"], r["accuracy"], r["iteration"] if r["status"] != Live.RUNNING else None)
             if shown.get(r["name"]) != key:
                 shown[r["name"]] = key
                 echo(line(r))
@@ -247,10 +297,10 @@ def follow(look, echo, terminal: bool, interval: float = 1.0) -> list[dict]:
             rows, done = look()
         lines(rows)
         return rows
-    from rich.live import Live
+    from rich.live import Live as LiveView
 
     rows, done = look()
-    with Live(live_table(rows), refresh_per_second=4) as view:
+    with LiveView(live_table(rows), refresh_per_second=4) as view:
         while not done:
             time.sleep(interval)
             rows, done = look()

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Callable, Optional
 
-from . import data, loop, rayenv, rundir, storage, telemetry, timeline
+from . import data, loop, rayenv, rundir, storage, sweep, telemetry, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
 from .kernels import process
@@ -37,18 +37,49 @@ def _grids():
     return grid
 
 
+def _preflight(job_specs, echo: Echo, on_ray: bool, creates: bool = True) -> None:
+    """What every path that starts training checks and readies first, before it starts Ray or makes anything
+    (bad input leaves nothing behind): where the runs go (creates: a new directory is to be made there), the
+    batch split over the workers and the fault setting (on Ray), then MNIST made present, each data folder
+    once."""
+    ray_train = _ray_train() if on_ray else None
+    if on_ray:
+        ray_train.Fault.from_env()
+    for spec in job_specs:
+        if creates:
+            rundir.check_place(spec.output.location)
+        if on_ray:
+            ray_train.check_batch(spec)
+    for root in dict.fromkeys(spec.data.root for spec in job_specs):
+        data.fetch(root, log=echo)
+
+
+@contextlib.contextmanager
+def _on_ray(job_specs, echo: Echo, alone: bool):
+    """Ray for one command (rnnjob's settings, the cluster joined or an embedded Ray started), then what the
+    cluster must hold: yields (ray_train, the specs as they will run). alone: one job on the cluster, whose
+    workers share its CPUs (scaling.cpus_per_worker settled); else a grid's or search's trials, one CPU each
+    unless they say more."""
+    ray_train = _ray_train()
+    with ray_train.session(echo):
+        placed = [ray_train.with_cpus(spec) if alone else spec for spec in job_specs]
+        for spec in placed:
+            ray_train.check_fits(spec)
+        yield ray_train, placed
+
+
 @contextlib.contextmanager
 def outcome(run: str, spec: specs.JobSpec, started: float, device: Optional[str] = None):
     """summary.json for whatever happens inside: completed, failed (RunFailed) or interrupted (Ctrl-C)."""
     try:
         yield
     except RunFailed as e:
-        rundir.finish(run, spec, "failed", started, str(e), device)
+        rundir.finish(run, spec, rundir.Status.FAILED, started, str(e), device)
         raise
     except KeyboardInterrupt:
-        rundir.finish(run, spec, "interrupted", started, "interrupted by the user", device)
+        rundir.finish(run, spec, rundir.Status.INTERRUPTED, started, "interrupted by the user", device)
         raise Interrupted(f"interrupted; the last evaluated model is in {run}") from None
-    rundir.finish(run, spec, "completed", started, device=device)
+    rundir.finish(run, spec, rundir.Status.COMPLETED, started, device=device)
     timeline.mark("summary written")
 
 
@@ -73,7 +104,7 @@ def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
     started = started or time.time()
     spec = specs.resolved(spec)
     device = loop.resolve_device(device_name)
-    data.fetch(spec.data.root, log=echo)
+    _preflight([spec], echo, on_ray=False)
     run = rundir.create(spec.output.location, spec.name)
     with rundir.lock(run):
         rundir.write_config(run, spec)
@@ -86,17 +117,12 @@ def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
 def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[float] = None) -> tuple[str, dict]:
     """Train as one Ray Train job on the cluster in $RAY_ADDRESS, or on an embedded Ray. progress: called
     with the workers' progress.json whenever it changes."""
-    ray_train = _ray_train()
-
     started = started or time.time()
     spec = specs.resolved(spec)
-    ray_train.check_batch(spec)
-    ray_train.Fault.from_env()  # a malformed setting is bad input, before anything starts
-    data.fetch(spec.data.root, log=echo)
-    with ray_train.session(echo):
-        spec = ray_train.with_cpus(spec)
-        ray_train.check_fits(spec)
+    _preflight([spec], echo, on_ray=True)
+    with _on_ray([spec], echo, alone=True) as (ray_train, (spec,)):
         run = rundir.create(spec.output.location, spec.name)
+        rundir.write_submission(spec.output.location, run)
         with rundir.lock(run):
             rundir.write_config(run, spec)
             s = spec.scaling
@@ -105,42 +131,33 @@ def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[flo
             return run, _train_on_ray(ray_train, run, spec, started, progress)
 
 
-def grid(grid: specs.Grid, echo: Echo, max_concurrent: Optional[int] = None,
+def grid(grid: sweep.Grid, echo: Echo, max_concurrent: Optional[int] = None,
          started: Optional[float] = None) -> tuple[str, list[dict]]:
     """Every trial of a grid on Ray Tune, each into `<grid dir>/<trial name>/`. Returns
     (grid directory, every trial's summary: completed, failed, stopped early or interrupted)."""
-    ray_train = _ray_train()
-
     started = started or time.time()
-    grid = specs.resolved(grid)
-    ray_train.Fault.from_env()  # a malformed setting is bad input, before anything starts
-    for trial in grid.trials:
-        ray_train.check_batch(trial.spec)
-        data.fetch(trial.spec.data.root, log=echo)
-    with ray_train.session(echo):
-        for trial in grid.trials:
-            ray_train.check_fits(trial.spec)
+    grid = sweep.resolved(grid)
+    _preflight([t.spec for t in grid.trials], echo, on_ray=True)
+    with _on_ray([t.spec for t in grid.trials], echo, alone=False):
         grid_dir = rundir.create(grid.output_dir, grid.name)
+        rundir.write_submission(grid.output_dir, grid_dir)
         rundir.write_grid(grid_dir, grid)
         runs = {t.name: rundir.create(grid_dir, t.name) for t in grid.trials}
         return grid_dir, _run_trials(grid, grid.trials, grid_dir, runs, echo, max_concurrent, started, resume=False)
 
 
-def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = None,
+def search(search: sweep.Search, echo: Echo, max_concurrent: Optional[int] = None,
            started: Optional[float] = None) -> tuple[str, list[dict]]:
     """A sampled search on Ray Tune into `<search dir>/sample-<trial id>/` (with repeat: `.../seed=S/`). Returns
     (search directory, every run's summary: completed, failed, stopped early or interrupted)."""
-    ray_train, grids = _ray_train(), _grids()
-
+    grids = _grids()
     started = started or time.time()
-    search = specs.resolved(search)
+    search = sweep.resolved(search)
     base = search.sample({}, search.name)
-    ray_train.check_batch(base)
-    fault = ray_train.Fault.from_env()
-    data.fetch(base.data.root, log=echo)
-    with ray_train.session(echo):
-        ray_train.check_fits(base)
+    _preflight([base], echo, on_ray=True)
+    with _on_ray([base], echo, alone=False) as (ray_train, _):
         search_dir = rundir.create(search.output_dir, search.name)
+        rundir.write_submission(search.output_dir, search_dir)
         rundir.write_search(search_dir, search)
         s = search.search
         at_once = grids.at_once(base.scaling, s.num_samples, max_concurrent or search.tune.max_concurrent)
@@ -148,7 +165,7 @@ def search(search: specs.Search, echo: Echo, max_concurrent: Optional[int] = Non
         echo(f"search directory: {search_dir}  ({s.num_samples} samples, {s.algorithm}{seeds}, {at_once} at a time)")
         interrupted = False
         try:
-            grids.run_search(search, search_dir, at_once, fault)
+            grids.run_search(search, search_dir, at_once, ray_train.Fault.from_env())
         except KeyboardInterrupt:
             interrupted = True
         summaries = _settle(search_dir, started, interrupted)
@@ -167,19 +184,20 @@ def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
             continue
         spec = rundir.read_config(run)
         if interrupted:
-            status, error = "interrupted", "interrupted by the user"
+            status, error = rundir.Status.INTERRUPTED, "interrupted by the user"
         elif rundir.finished(run, spec):
-            status, error = "completed", None
+            status, error = rundir.Status.COMPLETED, None
         else:
-            status, error = "stopped", "stopped early by the asha scheduler"
+            status, error = rundir.Status.STOPPED, "stopped early by the asha scheduler"
         summaries.append(rundir.finish(run, spec, status, started, error))
         values = storage.join(run, rundir.VALUES)
         if storage.exists(values):
-            telemetry.write_hparams(run, json.loads(storage.read_bytes(values)), summaries[-1])
+            telemetry.write_hparams(run, json.loads(storage.read_bytes(values)), summaries[-1].final_accuracy,
+                                    summaries[-1].best_accuracy)
     return summaries
 
 
-def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, max_concurrent, started,
+def _run_trials(grid: sweep.Grid, todo, grid_dir: str, runs: dict, echo: Echo, max_concurrent, started,
                 resume: bool) -> list[dict]:
     """Run `todo` (trials of grid) into their directories, each locked meanwhile; a summary for every
     trial of the grid, the ones not in `todo` as they were."""
@@ -206,9 +224,9 @@ def _run_trials(grid: specs.Grid, todo, grid_dir: str, runs: dict, echo: Echo, m
                 continue
             finished = rundir.finished(run, trial.spec)
             status, error = outcomes.get(trial.name) or (
-                ("completed", None) if finished else ("interrupted", "interrupted by the user"))
+                (rundir.Status.COMPLETED, None) if finished else (rundir.Status.INTERRUPTED, "interrupted by the user"))
             summaries.append(rundir.finish(run, trial.spec, status, started, error))
-            telemetry.write_hparams(run, dict(trial.values), summaries[-1])
+            telemetry.write_hparams(run, dict(trial.values), summaries[-1].final_accuracy, summaries[-1].best_accuracy)
     if interrupted:
         raise Interrupted(f"interrupted; the trials' last evaluated models are in {grid_dir}")
     return summaries
@@ -238,8 +256,9 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
         return None
     target = iters or spec.train.iters
     if state and state["iteration"] >= target:
-        if not rundir.has_summary(location) or rundir.read_summary(location)["status"] != "completed":
-            rundir.finish(location, spec, "completed", started)  # it died between its last checkpoint and its end
+        if not rundir.has_summary(location) or rundir.read_summary(location).status != rundir.Status.COMPLETED:
+            # it died between its last checkpoint and its end
+            rundir.finish(location, spec, rundir.Status.COMPLETED, started)
         echo(f"{location}: already completed {state['iteration']} iterations; nothing to do "
              "(--iters N trains it on to N)")
         return None
@@ -248,17 +267,12 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
     done = state["iteration"] if state else 0
     if not ray:
         device = loop.resolve_device(device_name)
-        data.fetch(spec.data.root, log=echo)
+        _preflight([spec], echo, on_ray=False, creates=False)
         with rundir.lock(location):
             _restart(location, spec, echo, done)
             return location, [_train_here(location, spec, device, started, progress, saved=state)]
-    ray_train = _ray_train()
-
-    ray_train.check_batch(spec)
-    data.fetch(spec.data.root, log=echo)
-    with ray_train.session(echo):
-        spec = ray_train.with_cpus(spec)
-        ray_train.check_fits(spec)
+    _preflight([spec], echo, on_ray=True, creates=False)
+    with _on_ray([spec], echo, alone=True) as (ray_train, (spec,)):
         with rundir.lock(location):
             _restart(location, spec, echo, done)
             return location, [_train_on_ray(ray_train, location, spec, started, progress, resume=state is not None)]
@@ -273,13 +287,7 @@ def _resumable(run: str, iters: Optional[int]) -> tuple[specs.JobSpec, Optional[
         raise BadInput(f"{run}: still running (another process trains into it)")
     state = None
     if storage.exists(storage.join(run, rundir.MODEL)):
-        try:
-            state = rundir.load_model(run)
-        except Exception as e:  # damaged, or not ours
-            raise BadInput(f"{run}: cannot load its {rundir.MODEL}: {str(e).splitlines()[0]}") from None
-        if state["format"] != rundir.FORMAT:
-            raise BadInput(f"{run}: its {rundir.MODEL} comes from an older rnnjob, whose optimizer state cannot "
-                           "carry on; train it anew")
+        state = rundir.load_model(run)  # Unreadable (exit 2) when damaged or not ours
         saved = specs.from_dict(state["spec"], storage.join(run, rundir.MODEL))
         # what trains the model must match; its length may grow, and where and on how many workers it runs
         # may change (the global batch, so the math, stays the same)
@@ -307,18 +315,17 @@ def _restart(run: str, spec: specs.JobSpec, echo: Echo, done: int) -> None:
     """The run directory made ready to carry on: its new config, no outcome of the last attempt."""
     rundir.write_config(run, spec)
     rundir.clear_outcome(run)
+    rundir.write_submission(storage.parent(run), run)
     echo(f"run directory: {run}  (resuming at iteration {done}, to {spec.train.iters} iterations)")
 
 
 def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent, started):
-    ray_train = _ray_train()
-
     grid = rundir.read_grid(grid_dir)
     runs = {t.name: storage.join(grid_dir, t.name) for t in grid.trials}
     todo = []
     for trial in grid.trials:
-        ended = rundir.read_summary(runs[trial.name]).get("status") if rundir.has_summary(runs[trial.name]) else None
-        if ended in ("completed", "stopped") and iters is None:
+        ended = rundir.read_summary(runs[trial.name]).status if rundir.has_summary(runs[trial.name]) else None
+        if ended in (rundir.Status.COMPLETED, rundir.Status.STOPPED) and iters is None:
             continue  # finished, or stopped by the scheduler on purpose: left as they are
         spec, state = _resumable(runs[trial.name], iters)
         if state and (state["iteration"] >= (iters or spec.train.iters)
@@ -328,12 +335,10 @@ def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent
     if not todo:
         echo(f"{grid_dir}: every trial has completed or was stopped by the scheduler; nothing to do")
         return None
-    for trial in todo:
-        ray_train.check_batch(trial.spec)
-        data.fetch(trial.spec.data.root, log=echo)
-    with ray_train.session(echo):
+    _preflight([t.spec for t in todo], echo, on_ray=True, creates=False)
+    with _on_ray([t.spec for t in todo], echo, alone=False):
+        rundir.write_submission(storage.parent(grid_dir), grid_dir)
         for trial in todo:
-            ray_train.check_fits(trial.spec)
             rundir.clear_outcome(runs[trial.name])
         resumed = {t.name: t for t in todo}
         grid = dataclasses.replace(grid, trials=tuple(resumed.get(t.name, t) for t in grid.trials))
@@ -343,8 +348,7 @@ def _resume_grid(grid_dir: str, echo: Echo, iters, scaling: dict, max_concurrent
 def _resume_search(search_dir: str, echo: Echo, iters, scaling: dict, max_concurrent, started):
     """Carry a search on: its samples that did not end (interrupted, failed) from their run directories,
     then the samples it had still to draw, by its search algorithm as Tune recorded it."""
-    ray_train, grids = _ray_train(), _grids()
-
+    grids = _grids()
     changed = [flag for flag, given in (("--iters", iters is not None), ("--workers", "workers" in scaling),
                                         ("--gpu", "gpu" in scaling), ("--max-concurrent", max_concurrent))
                if given]
@@ -357,7 +361,7 @@ def _resume_search(search_dir: str, echo: Echo, iters, scaling: dict, max_concur
     if busy:
         raise BadInput(f"{busy[0]}: still running (another process trains into it)")
     unfinished = [run for run in runs if not rundir.has_summary(run)
-                  or rundir.read_summary(run)["status"] in ("interrupted", "failed")]
+                  or rundir.read_summary(run).status in (rundir.Status.INTERRUPTED, rundir.Status.FAILED)]
     drawn = len({storage.relative(run, search_dir).split("/")[0] for run in runs})
     if not unfinished and drawn >= search.search.num_samples:
         echo(f"{search_dir}: every sample has ended (completed, or stopped by the scheduler); nothing to do")
@@ -366,16 +370,14 @@ def _resume_search(search_dir: str, echo: Echo, iters, scaling: dict, max_concur
         raise BadInput(f"{search_dir}: Tune's record of this search ({grids.EXPERIMENT}/) is missing or unreadable; "
                        "it cannot carry on")
     base = search.sample({}, search.name)
-    ray_train.check_batch(base)
-    fault = ray_train.Fault.from_env()
-    data.fetch(base.data.root, log=echo)
-    with ray_train.session(echo):
-        ray_train.check_fits(base)
+    _preflight([base], echo, on_ray=True, creates=False)
+    with _on_ray([base], echo, alone=False) as (ray_train, _):
+        rundir.write_submission(storage.parent(search_dir), search_dir)
         echo(f"search directory: {search_dir}  (resuming: {len(unfinished)} unfinished run(s), "
              f"{max(0, search.search.num_samples - drawn)} sample(s) still to draw)")
         interrupted = False
         try:
-            grids.resume_search(search, search_dir, fault)
+            grids.resume_search(search, search_dir, ray_train.Fault.from_env())
         except KeyboardInterrupt:
             interrupted = True
         summaries = _settle(search_dir, started, interrupted)
@@ -391,14 +393,15 @@ def evaluate(location: str, device_name: str) -> tuple[int, float]:
         raise BadInput(f"{location}: {wrong}")
     if not storage.exists(location):
         raise BadInput(f"{location}: no such run directory or model file")
-    try:
-        state = rundir.load_model(location)
-    except Exception as e:  # a file that is not ours, or damaged: say so instead of a traceback
-        raise BadInput(f"{location}: cannot load: {str(e).splitlines()[0]}") from None
+    state = rundir.load_model(location)  # Unreadable (exit 2) when damaged or not ours
     spec = specs.resolved(specs.from_dict(state["spec"], location))
     device = loop.resolve_device(device_name)
     model = loop.build_model(spec, device.type)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:  # weights of another shape than its own spec says
+        raise rundir.Unreadable(f"{location}: its weights do not fit the model its spec describes "
+                                f"({str(e).splitlines()[0][:80]})") from None
     images, labels = data.load(spec.data.root, train=False)
     correct = loop.evaluate(model.to(device), images, labels, device).item()
     return state["iteration"], 100.0 * correct / len(labels)

@@ -52,6 +52,13 @@ def basename(location) -> str:
     return posixpath.basename(str(location).rstrip("/"))
 
 
+def parent(location) -> str:
+    """The folder a location is in."""
+    if is_uri(location):
+        return posixpath.dirname(str(location).rstrip("/"))
+    return str(Path(location).parent)
+
+
 def join(location, *names) -> str:
     if is_uri(location):
         return posixpath.join(str(location), *names)

@@ -180,15 +180,14 @@ class TensorBoard(Publisher):
                     storage.write_bytes(storage.join(self.run, name), f.read())
 
 
-def write_hparams(run: str, values: dict, summary: dict) -> None:
+def write_hparams(run: str, values: dict, final_accuracy: Optional[float], best_accuracy: Optional[float]) -> None:
     """A grid trial's hyperparameters and outcome for TensorBoard's hparams plugin, in `<run>/hparams`."""
     from tensorboardX import SummaryWriter
 
     local = tempfile.mkdtemp(prefix="rnnjob-hparams-")
     try:
         with SummaryWriter(logdir=local) as writer:
-            metrics = {"hparam/final_accuracy": summary.get("final_accuracy") or 0.0,
-                       "hparam/best_accuracy": summary.get("best_accuracy") or 0.0}
+            metrics = {"hparam/final_accuracy": final_accuracy or 0.0, "hparam/best_accuracy": best_accuracy or 0.0}
             writer.add_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in values.items()},
                                metrics, name="hparams")
         storage.make_new_dir(storage.join(run, "hparams"))

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGE = ROOT / "rnn_mnist"
 RAY_ROOMS = {"ray_train", "grid", "jobs_api"}

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
 bench = importlib.util.module_from_spec(spec)
@@ -19,14 +19,16 @@ RATIOS = {f"{kind}_ratio_to_{base}" for kind in ("wall", "round", "train") for b
 
 
 @pytest.mark.slow
-def test_bench_quick_measures_every_variant_side_by_side(tmp_path, mnist_root):
+def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root):
+    # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs
+    only = "a,b,e,f,g,h,i"
     done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--rounds", "1", "--accuracy-seeds", "2",
-                           "--iters", "300", "--first-seed", "4", "--results", tmp_path],
+                           "--iters", "300", "--first-seed", "4", "--only", only, "--results", tmp_path],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     (written,) = tmp_path.glob("bench-cpu-300-*.json")
     report = json.loads(written.read_text())
-    assert set(report["medians"]) == set("abcdefghi") and report["iters"] == 300 and report["rounds"] == 1
+    assert set(report["medians"]) == set(only.split(",")) and report["iters"] == 300 and report["rounds"] == 1
     floor = report["medians"].pop("h")  # Ray Train's floor trains nothing: its wall time is its figure
     assert set(floor) == {"wall_seconds", "peak_rss_mb"} | {r for r in RATIOS if not r.startswith("train")}
     assert 0 < floor["wall_seconds"] < report["medians"]["e"]["wall_seconds"]
@@ -48,28 +50,20 @@ def test_bench_quick_measures_every_variant_side_by_side(tmp_path, mnist_root):
     assert (report["medians"]["i"]["trials"], report["medians"]["i"]["at_once"]) == (12, 2)
     assert report["medians"]["a"]["wall_ratio_to_a"] == report["medians"]["a"]["round_ratio_to_a"] == 1.0
     assert report["medians"]["b"]["train_ratio_to_b"] == 1.0
-    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4] * 9
+    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4] * 7
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"] and report["machine"]["ray"]
-    for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(c) rnnjob submit --workers 1",
-                 "(e) submit -w 1, running head", "(f) tutorial in Ray Train", str(written)):
+    for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(e) submit -w 1, running head",
+                 "(f) tutorial in Ray Train", str(written)):
         assert line in done.stdout
     assert "targets not judged: they are set for 3000 iterations" in done.stdout and report["targets"] == []
-
-
-@pytest.mark.slow
-def test_bench_compares_accuracy_of_a_and_b_over_more_seeds_than_the_timed_rounds(tmp_path, mnist_root):
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--only", "a,b,c", "--rounds", "1",
-                           "--accuracy-seeds", "2", "--iters", "100", "--first-seed", "7", "--results", tmp_path],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(next(tmp_path.glob("bench-cpu-100-*.json")).read_text())
-    assert {v: [run["seed"] for run in runs] for v, runs in report["accuracy_runs"].items()} == {"a": [8], "b": [8]}
+    # (a) and (b) alone at the seeds after the timed rounds, up to --accuracy-seeds: accuracy over more seeds
+    assert {v: [run["seed"] for run in runs] for v, runs in report["accuracy_runs"].items()} == {"a": [5], "b": [5]}
     for v in "ab":
         expected = [report["runs"][v][0]["final_accuracy"], report["accuracy_runs"][v][0]["final_accuracy"]]
         assert report["accuracy"][v] == expected
-        line = f"({v}) final accuracy, seeds 7-8: median {statistics.median(expected):.2f}; "
+        line = f"({v}) final accuracy, seeds 4-5: median {statistics.median(expected):.2f}; "
         assert line + " ".join(f"{a:.2f}" for a in expected) in done.stdout
-    assert report["accuracy"]["c"] == [report["runs"]["c"][0]["final_accuracy"]]
+    assert report["accuracy"]["e"] == [report["runs"]["e"][0]["final_accuracy"]]
 
 
 def medians(a_wall=100.0, b_ratio=0.40, b_peak=800.0, a_peak=800.0, c_ratio=0.91, d_wall=92.0):
@@ -201,3 +195,15 @@ def test_watch_cost_times_the_loop_with_and_without_its_publishers(tmp_path, mni
         assert figures["ms_per_step"] == pytest.approx(1000 * statistics.median(per_step[setting]))
         ratios = [a / b for a, b in zip(per_step[setting], per_step["off"])]
         assert figures["ratio_to_off"] == pytest.approx(statistics.median(ratios))
+
+
+@pytest.mark.slow
+def test_bench_accuracy_runs_each_job_at_each_seed_into_a_results_file(tmp_path, mnist_root):
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "accuracy.py", "--jobs", "smoke", "--seeds", "0,1",
+                           "--results", tmp_path], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(next(tmp_path.glob("accuracy-cpu-*.json")).read_text())
+    assert [(r["job"], r["seed"]) for r in report["runs"]] == [("smoke", 0), ("smoke", 1)]
+    assert all(0 < r["final_accuracy"] <= 100 and r["train_seconds"] > 0 for r in report["runs"])
+    assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
+    assert done.stdout.count("| `smoke.yaml` |") == 2

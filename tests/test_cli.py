@@ -8,7 +8,7 @@ import yaml
 
 from rnn_mnist import rundir
 from rnn_mnist.cli import _passed_on
-from tests.conftest import JOBS, assert_one_line_error, ctrl_c, invoke, rnnjob
+from tests.helpers import JOBS, assert_one_line_error, ctrl_c, invoke, rnnjob
 
 
 def test_help_lists_the_commands():
@@ -66,7 +66,7 @@ def test_run_prints_the_tutorials_lines_and_where_the_run_went(job_file):
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"run directory: {run}  (20 iterations, model rnn/tanh, 1 layer(s), device cpu)"
     assert lines[1].startswith("Iteration: 10. Loss: ") and lines[2].startswith("Iteration: 20. Loss: ")
-    final = rundir.read_summary(run)["final_accuracy"]
+    final = rundir.read_summary(run).final_accuracy
     assert lines[-1].startswith(f"done: {final:.2f}% test accuracy after 20 iterations")
     assert lines[-1].endswith(str(run))
 
@@ -86,13 +86,13 @@ def test_eval_loads_the_trained_model(job_file):
     run = job.parent / "runs" / "evaluated"
     result = invoke("eval", run)
     assert result.exit_code == 0, result.output
-    assert f"iteration 20, test accuracy {rundir.read_summary(run)['final_accuracy']:.2f}%" in result.stdout
+    assert f"iteration 20, test accuracy {rundir.read_summary(run).final_accuracy:.2f}%" in result.stdout
 
 
 def test_eval_refuses_a_file_that_is_not_a_model(tmp_path):
     junk = tmp_path / "model.pt"
     junk.write_bytes(b"not a checkpoint")
-    assert_one_line_error(invoke("eval", junk), 2, f"{junk}: cannot load")
+    assert_one_line_error(invoke("eval", junk), 2, f"{junk}: not an rnnjob model file")
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -175,4 +175,4 @@ def test_ctrl_c_on_run_exits_130_with_an_interrupted_summary(job_file):
     assert done.returncode == 130, done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
     summary = rundir.read_summary(job.parent / "runs" / "stopped")
-    assert summary["status"] == "interrupted" and summary["iterations"] >= 100
+    assert summary.status == "interrupted" and summary.iterations >= 100

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import RAY, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
+from tests.helpers import RAY, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
 
 pytestmark = pytest.mark.slow
 NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}
@@ -46,9 +46,9 @@ def test_a_two_worker_job_runs_one_worker_per_node_into_shared_storage(two_nodes
     done = rnnjob("submit", job, "--address", two_nodes, "--workers", 2)
     assert done.returncode == 0, done.stdout + done.stderr
     summary = rundir.read_summary(shared / "spread")
-    assert summary["workers"] == 2 and summary["status"] == "completed"
-    assert len(summary["nodes"]) == 2 and len(set(summary["nodes"])) == 2  # 1 CPU per node: one worker each
-    assert summary["gradient_sync"] == "gloo"
+    assert summary.workers == 2 and summary.status == "completed"
+    assert len(summary.nodes) == 2 and len(set(summary.nodes)) == 2  # 1 CPU per node: one worker each
+    assert summary.gradient_sync == "gloo"
     assert [m["iteration"] for m in rundir.read_metrics(shared / "spread")] == [20, 40]
 
 
@@ -136,3 +136,43 @@ def test_a_state_folder_of_someone_else_is_refused(tmp_path, action):
     shutil.chown(foreign, user=65534)
     done = cluster(action, timeout=60, RNNJOB_CLUSTER_STATE=str(foreign))
     assert done.returncode == 1 and "is not a folder of this user's" in done.stderr
+
+
+def test_a_job_whose_head_dies_fails_within_a_minute_in_one_line_with_its_summary(tmp_path, mnist_root):
+    import os
+    import signal
+
+    from tests.helpers import RNNJOB, as_from_a_shell, own_lines
+
+    state = tmp_path / "state"
+    port = free_port()
+    settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(port),
+                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_AGENT_PORT": str(free_port())}
+    up = cluster("up", "--cpus", 2, **settings)
+    assert up.returncode == 0, up.stdout + up.stderr
+    job = tmp_path / "doomed.yaml"
+    job.write_text(f"model: {{hidden_dim: 16}}\ntrain: {{iters: 100000, eval_every: 100, lr: 0.1}}\n"
+                   f"data: {{root: {mnist_root}}}\noutput: {{dir: {tmp_path / 'runs'}}}\n")
+    proc = subprocess.Popen([RNNJOB, "submit", job, "--address", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=clean_env(), preexec_fn=as_from_a_shell)
+    try:
+        for line in proc.stdout:
+            if "Iteration: 300." in line:  # three checkpoints in
+                break
+        for pid in recorded_pids(state):  # the head dies: every process of its group at once
+            os.killpg(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        proc.kill()
+        cluster("down", timeout=120, **settings)
+    run = tmp_path / "runs" / "doomed"
+    assert proc.returncode == 1 and took < 60, (took, out, err)
+    (line,) = own_lines(err)
+    # Ray may notice first (an actor unavailable), or the driver's own look at the head: the same line either way
+    assert line.startswith(f"error: lost the Ray cluster at 127.0.0.1:{port} (its head no longer answers"), err
+    assert line.endswith(f"); the run keeps its last checkpoint: carry it on with `rnnjob resume {run}`"), err
+    summary = rundir.read_summary(run)
+    assert summary.status == "failed" and summary.error == line.removeprefix("error: ")
+    assert summary.iterations == rundir.load_model(run)["iteration"] >= 300  # at its last checkpoint

@@ -5,14 +5,20 @@ import gzip
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import zipfile
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
 import yaml
+from packaging.requirements import Requirement
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 KUBERAY_CRD_ENV = "RNNJOB_KUBERAY_CRD"  # another ray.io_rayjobs.yaml to check against than tests/data's
 
@@ -31,7 +37,7 @@ def test_aws_config_starts_every_node_with_a_token_it_never_holds():
     starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
               if "ray start" in c]
     assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ray start") for c in starts)
-    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token"}  # copied to every node
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # copied to every node
     text = (ROOT / "cluster" / "aws.yaml").read_text()
     assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]", text)
 
@@ -109,3 +115,51 @@ def test_the_kuberay_entrypoint_is_a_valid_rnnjob_command():
     sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
     loaded = specs.load(ROOT / words[2], sets + ["scaling.workers=2", "scaling.gpu=true"])
     assert loaded.output.storage and loaded.output.storage.startswith("s3://")
+
+
+def pip_installs(command: str) -> list[str]:
+    """The arguments of a `pip install` command line, its options left out."""
+    words = shlex.split(command.replace("\\\n", " "))
+    start = next(i for i, w in enumerate(words) if w == "install" and words[i - 1].endswith("pip")) + 1
+    return [w for w in words[start:] if not w.startswith("-")]
+
+
+@pytest.mark.slow  # builds the wheel
+def test_cluster_nodes_install_rnnjob_with_the_dependencies_its_pyproject_declares_and_nothing_else(tmp_path):
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (ray_range,) = [Requirement(d) for d in declared if Requirement(d).name == "ray"]
+    # the package as a node gets it: a wheel built from pyproject.toml, whose metadata lists exactly its dependencies
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", tmp_path,
+                    ROOT], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("rnnjob-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    required = [line.split(": ", 1)[1] for line in metadata.splitlines() if line.startswith("Requires-Dist: ")]
+    assert [r for r in required if "extra ==" not in r] == [str(Requirement(d)) for d in declared]
+
+    def only_rnnjob_and_a_ray_pin(args, package):
+        assert len(args) == 2 and args[0] == package, args
+        pin = Requirement(args[1])
+        assert pin.name == "ray" and pin.extras == ray_range.extras and str(pin.specifier) == f"=={ray.__version__}"
+        assert ray.__version__ in ray_range.specifier
+
+    # AWS: every node installs the wheel `make wheel` builds into dist/, mounted from there
+    config = load("aws.yaml")
+    (install,) = [c for c in config["setup_commands"] if "pip install" in c]
+    only_rnnjob_and_a_ray_pin(pip_installs(install), "~/rnnjob-dist/rnnjob-*.whl")
+    assert config["file_mounts"]["~/rnnjob-dist"] == "./dist"
+    wheel_target = (ROOT / "Makefile").read_text().split("\nwheel:")[1].split("\n\n")[0]
+    assert "--no-deps --no-build-isolation -w dist ." in wheel_target
+    # KubeRay: the image of cluster/Dockerfile, which copies the project and installs it from its pyproject.toml
+    docker = (ROOT / "cluster" / "Dockerfile").read_text()
+    (run,) = [line[4:] for line in docker.splitlines() if line.startswith("RUN ") and "pip install" in line]
+    only_rnnjob_and_a_ray_pin(pip_installs(run), "/app")
+    assert "COPY --chown=ray:users pyproject.toml README.md /app/" in docker
+    assert "COPY --chown=ray:users rnn_mnist /app/rnn_mnist" in docker
+    job = load("kuberay-rayjob.yaml")
+    images = {c["image"] for group in [job["spec"]["rayClusterSpec"]["headGroupSpec"],
+                                       *job["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+              for c in group["template"]["spec"]["containers"]}
+    assert images == {"my-registry/rnnjob:latest"}
+    assert "docker build -f cluster/Dockerfile -t my-registry/rnnjob:latest ." in (
+        ROOT / "cluster" / "kuberay-rayjob.yaml").read_text()

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from rnn_mnist import report, rundir
-from tests.conftest import invoke, job_text, own_lines
+from tests.helpers import invoke, job_text, own_lines
 
 pytestmark = pytest.mark.slow
 
 
-def grid_file(tmp_path, mnist_root, name, body):
+def grid_file(tmp_path, mnist_root, name, body, **fields):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(job_text(mnist_root, tmp_path / "runs", name, iters=40, eval_every=20) + body)
+    path.write_text(job_text(mnist_root, tmp_path / "runs", name, iters=40, eval_every=20, **fields) + body)
     return path
 
 
@@ -31,9 +31,9 @@ def test_a_four_trial_grid_leaves_four_run_directories(local_ray, tmp_path, mnis
         run = grid_dir / name
         assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json"} <= {p.name for p in run.iterdir()}
         summary = rundir.read_summary(run)
-        assert summary["status"] == "completed" and summary["iterations"] == 40 and summary["name"] == name
+        assert summary.status == "completed" and summary.iterations == 40 and summary.name == name
         assert [m["iteration"] for m in rundir.read_metrics(run)] == [20, 40]
-    assert rundir.read_summary(grid_dir / "lr=0.05,hidden_dim=24")["params"] == 24 * 28 + 24 * 24 + 2 * 24 + 250
+    assert rundir.read_summary(grid_dir / "lr=0.05,hidden_dim=24").params == 24 * 28 + 24 * 24 + 2 * 24 + 250
     assert "lr=0.1,hidden_dim=24" in result.stdout and "completed" in result.stdout  # the results table
 
 
@@ -41,8 +41,8 @@ def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_st
         local_ray, tmp_path, mnist_root):
     # one worker: the trial trains in its Tune process; two: a TorchTrainer of its own. A relu rnn at lr 1e6
     # overflows to nan: that trial fails, with no retry (max_failures 0), on either path
-    path = grid_file(tmp_path, mnist_root, "mixed", "scaling: {max_failures: 0}\nmodel: {nonlinearity: relu}\n"
-                     "grid:\n  scaling.workers: [1, 2]\n  train.lr: [0.01, 1.0e+6]\n")
+    path = grid_file(tmp_path, mnist_root, "mixed", "scaling: {max_failures: 0}\n"
+                     "grid:\n  scaling.workers: [1, 2]\n  train.lr: [0.01, 1.0e+6]\n", nonlinearity="relu")
     result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10")
     assert result.exit_code == 1, result.output
     assert "2 of 4 trials failed; workers=1,lr=1000000.0: training diverged" in own_lines(result.stderr)[-1]
@@ -50,8 +50,8 @@ def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_st
     for workers in (1, 2):
         good = rundir.read_summary(grid_dir / f"workers={workers},lr=0.01")
         bad = rundir.read_summary(grid_dir / f"workers={workers},lr=1000000.0")
-        assert good["status"] == "completed" and good["iterations"] == 20 and good["workers"] == workers
-        assert bad["status"] == "failed" and "training diverged" in bad["error"]
+        assert good.status == "completed" and good.iterations == 20 and good.workers == workers
+        assert bad.status == "failed" and "training diverged" in bad.error
         assert (grid_dir / f"workers={workers},lr=0.01" / "ray").is_dir() == (workers == 2)  # Ray Train's storage
     table = invoke("results", grid_dir, "--format", "json")
     statuses = {row["name"]: row["status"] for row in json.loads(table.stdout)}
@@ -61,7 +61,7 @@ def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_st
 
 def test_a_trial_killed_mid_run_recovers_exactly_and_matches_rnnjob_run_with_one_thread(local_ray, tmp_path,
                                                                                      mnist_root):
-    from tests.conftest import rnnjob
+    from tests.helpers import rnnjob
 
     text = job_text(mnist_root, tmp_path / "runs", "exact", iters=60, eval_every=10, hidden=24)
     (tmp_path / "exact.yaml").write_text(text)
@@ -72,7 +72,7 @@ def test_a_trial_killed_mid_run_recovers_exactly_and_matches_rnnjob_run_with_one
     assert result.exit_code == 0, result.output
     trial = tmp_path / "runs" / "exact_grid" / "seed=3"
     summary = rundir.read_summary(trial)
-    assert summary["status"] == "completed" and summary["restarts"] == 1 and summary["threads"] == 1
+    assert summary.status == "completed" and summary.restarts == 1 and summary.threads == 1
     # a grid's trial has one CPU, so one thread: as `rnnjob run` with OMP_NUM_THREADS=1, to the last digit
     alone = rnnjob("run", tmp_path / "exact.yaml", "--seed", 3, "--device", "cpu", OMP_NUM_THREADS="1")
     assert alone.returncode == 0, alone.stderr
@@ -97,8 +97,8 @@ def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_roo
     grid_dir = tmp_path / "runs" / "presets"
     for name, nonlinearity in [("tiny_relu", "relu"), ("tiny_tanh", "tanh")]:
         summary = rundir.read_summary(grid_dir / name)
-        assert summary["status"] in ("completed", "stopped")  # asha may stop the weaker one early
-        assert (summary["status"] == "completed") == (summary["iterations"] == 60)
+        assert summary.status in ("completed", "stopped")  # asha may stop the weaker one early
+        assert (summary.status == "completed") == (summary.iterations == 60)
         assert (grid_dir / name / "config.yaml").read_text().count(f"nonlinearity: {nonlinearity}") == 1
 
 
@@ -112,7 +112,7 @@ def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_
     for run in trials:
         assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json"} <= \
             {p.name for p in run.iterdir()}
-        assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
+        assert rundir.read_summary(run).status == "completed" and rundir.load_model(run)["iteration"] == 20
         assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
     # single-worker trials run in Tune's processes, reused from trial to trial: two at a time, two processes
     pids = {json.loads(line)["pid"] for result in (grid_dir / "tune").rglob("result.json")
@@ -123,7 +123,7 @@ def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_
 def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its_metric(
         local_ray, tmp_path, mnist_root):
     path = grid_file(tmp_path, mnist_root, "seeds", "grid:\n  train.lr: [0.05, 0.1]\nrepeat: 2\n"
-                     "data: {validation: 2000}\ntune: {metric: val_accuracy}\n")
+                     "tune: {metric: val_accuracy}\n", validation=2000)
     result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10", "--set", "train.seed=5")
     assert result.exit_code == 0, result.output
     # rnnjob's own lines only: not Tune's experiment box, nor its TensorBoard hint into Ray's session folder
@@ -137,7 +137,7 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
         assert (a.train.seed, b.train.seed) == (5, 6) and a.train.lr == b.train.lr == float(lr)
         assert a.model == b.model and a.data == b.data and a.train.iters == b.train.iters == 20
         for seed in ("seed=5", "seed=6"):
-            assert rundir.read_summary(configuration / seed)["status"] == "completed"
+            assert rundir.read_summary(configuration / seed).status == "completed"
             assert (configuration / seed / "hparams").is_dir()
     # runs judged on validation accuracy are listed best validation accuracy first, and so are the
     # configurations: the mean and spread of their seeds
@@ -158,7 +158,7 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
 
 
 def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnist_root):
-    from tests.conftest import ctrl_c
+    from tests.helpers import ctrl_c
 
     # no scheduler: nothing may stop a trial early, so `stopped` could only be a mislabelled Ctrl-C
     path = grid_file(tmp_path, mnist_root, "halted", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
@@ -166,16 +166,16 @@ def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnis
     assert done.returncode == 130, done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the trials' last evaluated models")
     grid_dir = tmp_path / "runs" / "halted"
-    statuses = {p.name: rundir.read_summary(p)["status"] for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    statuses = {p.name: rundir.read_summary(p).status for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
     assert statuses == {"lr=0.05": "interrupted", "lr=0.1": "interrupted", "lr=0.2": "interrupted"}
     # Tune ended the trials before the summaries were written: none checkpointed after its summary
     time.sleep(2)
     for run in (p for p in grid_dir.iterdir() if (p / "model.pt").exists()):
-        assert rundir.load_model(run)["iteration"] == rundir.read_summary(run)["iterations"], run.name
+        assert rundir.load_model(run)["iteration"] == rundir.read_summary(run).iterations, run.name
 
 
 def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
-    from tests.conftest import ctrl_c, rnnjob
+    from tests.helpers import ctrl_c, rnnjob
 
     path = grid_file(tmp_path, mnist_root, "later", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
     done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50", "--max-concurrent", 1],
@@ -183,12 +183,12 @@ def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
     assert done.returncode == 130, done.stdout
     grid_dir = tmp_path / "runs" / "later"
     before = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
-    finished = [name for name, s in before.items() if s["status"] == "completed"]
+    finished = [name for name, s in before.items() if s.status == "completed"]
     assert finished and len(finished) < 3
     resumed = rnnjob("resume", grid_dir, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
-    assert all(s["status"] == "completed" and s["iterations"] == 600 for s in after.values())
+    assert all(s.status == "completed" and s.iterations == 600 for s in after.values())
     assert all(after[name] == before[name] for name in finished)  # left as they were
     assert sum(1 for line in resumed.stdout.splitlines() if line.startswith("lr=")) == 3  # the table covers all
 
@@ -207,4 +207,4 @@ def test_a_single_worker_trial_on_the_gpu_trains_in_its_tune_process_with_the_gp
     assert result.exit_code == 0, result.output
     for lr in ("0.05", "0.1"):
         summary = rundir.read_summary(tmp_path / "runs" / "gpu" / f"lr={lr}")
-        assert summary["status"] == "completed" and summary["device"] == "cuda" and summary["workers"] == 1
+        assert summary.status == "completed" and summary.device == "cuda" and summary.workers == 1

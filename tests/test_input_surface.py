@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.conftest import assert_one_line_error, free_port, invoke
+from tests.helpers import assert_one_line_error, free_port, invoke
 
 GOOD = "model: {hidden_dim: 8}\ntrain: {iters: 5, eval_every: 5}\ndata: {root: MNIST_ROOT}\n"
 # nested aliases: 300 bytes that stand for 9**5 values (printing it whole once took 3.6 MB)
@@ -83,6 +83,18 @@ CASES = [
      ["job.yaml: not UTF-8 text (byte 9 is 0xe9)"]),
     ("directory", {"job.yaml/x": "a"}, ["run", "{job}"], {}, 2, ["job.yaml: is a directory"]),
     ("missing", {}, ["run", "{job}"], {}, 2, ["job.yaml: no such file"]),
+    ("duplicate-key", *job("train: {lr: 0.1}\ntrain: {iters: 5}\n"), {}, 2,
+     ["job.yaml: line 2: 'train' is given twice (the second would silently win)"]),
+    ("duplicate-field", *job("train: {lr: 0.1, lr: 0.2}\n"), {}, 2, ["job.yaml: line 1: 'lr' is given twice"]),
+    ("validate-duplicate", {"job.yaml": "model: {cell: lstm}\nmodel: {cell: gru}\n"}, ["validate", "{job}"], {}, 2,
+     ["job.yaml: line 2: 'model' is given twice"]),
+    ("validate-missing", {}, ["validate", "{job}"], {}, 2, ["job.yaml: no such file"]),
+    ("out-below-a-file", {"job.yaml": GOOD + "output: {dir: afile/runs}\n", "afile": "x"}, ["run", "{job}"], {}, 2,
+     ["output: ", "afile is a file, not a folder; runs cannot go below it"]),
+    ("submit-out-below-a-file", {"job.yaml": GOOD + "output: {dir: afile/runs}\n", "afile": "x"},
+     ["submit", "{job}"], {}, 2, ["afile is a file, not a folder"]),
+    ("grid-out-below-a-file", {"job.yaml": GOOD + "output: {dir: afile}\ngrid: {train.lr: [0.1]}\n", "afile": "x"},
+     ["submit", "{job}"], {}, 2, ["afile is a file, not a folder"]),
     # grid files
     ("grid-null-key", *job("grid:\n  null: [1]\n"), {}, 2, ["grid: None is not a dotted field"]),
     ("grid-number-key", *job("grid:\n  5: [1]\n"), {}, 2, ["grid: 5 is not a dotted field"]),
@@ -186,6 +198,17 @@ CASES = [
      ["--address ftp://x: these commands talk to a cluster's Jobs API"]),
     ("address-closed", {}, ["list", "--address", "http://127.0.0.1:{port}"], {}, 1,
      ["cannot reach a Ray dashboard at http://127.0.0.1:"]),
+    ("address-ipv6-bare", {}, ["list", "--address", "http://::1:8265"], {}, 2,
+     ["--address http://::1:8265: an IPv6 address goes in brackets: http://[::1]:8265"]),
+    ("address-ipv6-gcs", {"job.yaml": GOOD}, ["submit", "{job}", "--address", "::1:6379"], {}, 2,
+     ["--address ::1:6379: an IPv6 address goes in brackets: [::1]:6379"]),
+    ("address-ipv6-jobs-submit", {"job.yaml": GOOD}, ["submit", "{job}", "--address", "http://fe80::1:8265"], {}, 2,
+     ["an IPv6 address goes in brackets"]),
+    ("logs-scheme", {}, ["logs", "raysubmit_x", "--address", "ftp://x"], {}, 2,
+     ["--address ftp://x: these commands talk to a cluster's Jobs API"]),
+    ("stop-port", {}, ["stop", "raysubmit_x", "--address", "http://h:0"], {}, 2, ["the port is not a number"]),
+    ("status-closed", {}, ["status", "raysubmit_x", "--address", "http://127.0.0.1:{port}"], {}, 1,
+     ["cannot reach a Ray dashboard"]),
     # storage URIs and folders given to commands
     ("results-scheme", {}, ["results", "foo://x"], {}, 2, ["foo://x: unknown scheme 'foo'"]),
     ("results-one-slash", {}, ["results", "s3:/x"], {}, 2, ["s3:/x: looks like a URI with one slash"]),
@@ -200,6 +223,10 @@ CASES = [
     ("root-under-file", {"job.yaml": "data: {root: afile/data}\n", "afile": "x"}, ["run", "{job}"], {}, 2,
      ["afile is a file, not a folder"]),
     ("fetch-root-file", {"afile": "x"}, ["data", "fetch", "--root", "afile"], {}, 2, ["afile is a file, not a folder"]),
+    ("data-file-is-a-folder", {"job.yaml": "data: {root: d}\n", "d/MNIST/raw/train-images-idx3-ubyte/x": "a"},
+     ["run", "{job}"], {}, 2, ["train-images-idx3-ubyte: is a folder or a special file, not MNIST's"]),
+    ("fetch-file-is-a-folder", {"d/MNIST/raw/t10k-labels-idx1-ubyte/x": "a"}, ["data", "fetch", "--root", "d"], {}, 2,
+     ["t10k-labels-idx1-ubyte: is a folder or a special file"]),
 ]
 
 
@@ -231,5 +258,168 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, mnist_r
     assert not (tmp_path / "runs").exists()
 
 
-def test_there_are_at_least_sixty_cases():
-    assert len(CASES) >= 60
+# Run directories, grid and search records, model files, metrics and plots as a crash, a full disk or a hand
+# edit leaves them: every command that reads one. (id, what is laid out, its damage: path -> bytes, or DELETE,
+# or FOLDER, args, exit code, fragments of the line); {run}, {grid}, {search}: their folders below the test's.
+DELETE, FOLDER = object(), object()
+FOREIGN_MODEL = "foreign"  # a torch file that is not rnnjob's
+WRONG_WEIGHTS = "wrong-weights"  # an rnnjob model file whose weights do not fit its own spec
+RUN_CASES = [
+    ("resume-empty-model", "run", {"model.pt": b""}, ["resume", "{run}"], 2,
+     ["model.pt: not an rnnjob model file (empty)"]),
+    ("eval-empty-model", "run", {"model.pt": b""}, ["eval", "{run}"], 2, ["model.pt: not an rnnjob model file"]),
+    ("resume-foreign-model", "run", {"model.pt": FOREIGN_MODEL}, ["resume", "{run}"], 2,
+     ["model.pt: not an rnnjob model file"]),
+    ("eval-foreign-model", "run", {"model.pt": FOREIGN_MODEL}, ["eval", "{run}/model.pt"], 2,
+     ["model.pt: not an rnnjob model file"]),
+    ("eval-text-as-model", "run", {"model.pt": b"weights: none\n"}, ["eval", "{run}"], 2,
+     ["model.pt: not an rnnjob model file"]),
+    ("eval-model-folder", "run", {"model.pt": FOLDER}, ["eval", "{run}"], 2, ["model.pt: is a folder"]),
+    ("resume-model-folder", "run", {"model.pt": FOLDER}, ["resume", "{run}"], 2, ["model.pt: is a folder"]),
+    ("eval-wrong-weights", "run", {"model.pt": WRONG_WEIGHTS}, ["eval", "{run}"], 2,
+     ["its weights do not fit the model its spec describes"]),
+    ("resume-summary-not-json", "run", {"summary.json": b'{"name": "tiny", '}, ["resume", "{run}"], 2,
+     ["summary.json: not JSON"]),
+    ("watch-summary-not-json", "run", {"summary.json": b"\x00\x01"}, ["watch", "{run}"], 2, ["summary.json: not JSON"]),
+    ("results-summary-not-json", "run", {"summary.json": b"[]"}, ["results", "{top}"], 2,
+     ["warning: ", "summary.json: expected a mapping of fields, got list"]),
+    ("watch-summary-status", "run", {"summary.json": b'{"name": "tiny", "status": "exploded"}'}, ["watch", "{run}"],
+     2, ["summary.json: status: expected one of completed, failed, interrupted, stopped"]),
+    ("results-summary-field", "run", {"summary.json": b'{"name": 5}'}, ["results", "{top}"], 2,
+     ["summary.json: name: expected str, got 5"]),
+    ("resume-summary-not-utf8", "run", {"summary.json": b'{"name": "caf\xe9"}'}, ["resume", "{run}"], 2,
+     ["summary.json: not UTF-8 text"]),
+    ("watch-metrics-not-json", "run", {"summary.json": DELETE, "metrics.jsonl": b'{"iteration": 10, "loss'},
+     ["watch", "{run}"], 2, ["metrics.jsonl: line 1: not JSON"]),
+    ("results-metrics-not-json", "run", {"metrics.jsonl": b"nonsense\n"}, ["results", "{top}"], 2,
+     ["metrics.jsonl: line 1: not JSON"]),
+    ("plot-metrics-not-json", "run", {"metrics.jsonl": b"nonsense\n"}, ["plot", "{top}", "-o", "{top}/p.png"], 2,
+     ["nothing to plot: ", "metrics.jsonl: line 1: not JSON"]),
+    ("plot-metrics-wrong", "run", {"metrics.jsonl": b'{"iteration": 1}\n'}, ["plot", "{top}", "-o", "{top}/p.png"],
+     2, ["metrics.jsonl: line 1: expected an evaluation"]),
+    ("watch-metrics-folder", "run", {"summary.json": DELETE, "metrics.jsonl": FOLDER}, ["watch", "{run}"], 2,
+     ["metrics.jsonl: is a folder, not a file"]),
+    ("resume-config-not-utf8", "run", {"config.yaml": b"name: caf\xe9\n"}, ["resume", "{run}"], 2,
+     ["config.yaml: not UTF-8 text (byte 9 is 0xe9)"]),
+    ("watch-config-not-utf8", "run", {"config.yaml": b"name: caf\xe9\n"}, ["watch", "{run}"], 2,
+     ["config.yaml: not UTF-8 text"]),
+    ("results-config-not-yaml", "run", {"config.yaml": b"train: {lr: 0.1\n"}, ["results", "{top}"], 2,
+     ["config.yaml: line ", "malformed YAML"]),
+    ("resume-config-not-yaml", "run", {"config.yaml": b"train: [\n"}, ["resume", "{run}"], 2, ["malformed YAML"]),
+    ("resume-config-unknown-field", "run", {"config.yaml": b"trian: {}\n"}, ["resume", "{run}"], 2,
+     ["config.yaml: trian: unknown field"]),
+    ("resume-config-duplicate", "run", {"config.yaml": b"name: a\nname: b\n"}, ["resume", "{run}"], 2,
+     ["config.yaml: line 2: 'name' is given twice"]),
+    ("resume-config-gone", "run", {"config.yaml": DELETE}, ["resume", "{run}"], 2, ["not a run directory"]),
+    ("watch-config-gone", "run", {"config.yaml": DELETE}, ["watch", "{run}"], 2, ["no run directory at or below it"]),
+    ("resume-grid-not-yaml", "grid", {"grid.yaml": b"name: [\n"}, ["resume", "{grid}"], 2,
+     ["grid.yaml: line ", "malformed YAML"]),
+    ("resume-grid-no-trials", "grid", {"grid.yaml": b"name: g\ntune: {}\nrepeat: 1\nvalues: {}\n"},
+     ["resume", "{grid}"], 2, ["grid.yaml: trials: missing"]),
+    ("resume-grid-trial-gone", "grid", {"lr=0.1/config.yaml": DELETE}, ["resume", "{grid}"], 2,
+     ["grid.yaml: names trial 'lr=0.1', but ", "holds no config.yaml"]),
+    ("resume-grid-values", "grid", {"grid.yaml": b"name: g\ntune: {}\nrepeat: 1\ntrials: [lr=0.1]\nvalues: {}\n"},
+     ["resume", "{grid}"], 2, ["grid.yaml: values: 'lr=0.1': expected [key, value] pairs, got None"]),
+    ("resume-grid-tune", "grid", {"grid.yaml": b"name: g\ntune: {scheduler: fifo}\nrepeat: 1\ntrials: []\n"
+                                                b"values: {}\n"}, ["resume", "{grid}"], 2,
+     ["grid.yaml: tune.scheduler: expected one of none, asha, got 'fifo'"]),
+    ("resume-grid-repeat", "grid", {"grid.yaml": b"name: g\ntune: {}\nrepeat: two\ntrials: []\nvalues: {}\n"},
+     ["resume", "{grid}"], 2, ["grid.yaml: repeat: expected int, got 'two'"]),
+    ("resume-search-not-a-mapping", "search", {"search.yaml": b"- 1\n"}, ["resume", "{search}"], 2,
+     ["search.yaml: expected a mapping of sections at the top, got list"]),
+    ("resume-search-space", "search", {"search.yaml": None}, ["resume", "{search}"], 2,
+     ["search.yaml: search.space.train.lr: unknown distribution 'normal'"]),
+    ("resume-search-no-tune-record", "search", {"tune": DELETE}, ["resume", "{search}"], 2,
+     ["Tune's record of this search (tune/) is missing"]),
+    ("plot-unknown-suffix", "run", {}, ["plot", "{top}", "-o", "{top}/p.xyz"], 2,
+     ["-o ", "p.xyz: matplotlib writes ", "not .xyz files"]),
+    ("plot-below-a-file", "run", {"afile": b"x"}, ["plot", "{top}", "-o", "{run}/afile/p.png"], 2,
+     ["afile is a file, not a folder"]),
+    ("plot-onto-a-folder", "run", {"pics.png": FOLDER}, ["plot", "{top}", "-o", "{run}/pics.png"], 2,
+     ["-o ", "pics.png: is a folder"]),
+]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, mnist_root):
+    """A real run (20 iterations in this process), a grid's directory of one trial and a search's of one
+    sample, each copied afresh for every case to damage."""
+    import shutil
+
+    from rnn_mnist import rundir, runs, sweep
+
+    top = tmp_path_factory.mktemp("made")
+    good = GOOD.replace("MNIST_ROOT", str(mnist_root)) + f"output: {{dir: {top / 'runs'}}}\n"
+    (top / "g.yaml").write_text(good + "grid:\n  train.lr: [0.1]\n")
+    grid = sweep.load_grid(top / "g.yaml")
+    run, _ = runs.local(grid.trials[0].spec, "cpu", lambda line: None)
+    (top / "grid").mkdir()
+    rundir.write_grid(top / "grid", grid)
+    shutil.copytree(run, top / "grid" / grid.trials[0].name)
+    (top / "s.yaml").write_text(good + "search:\n  space:\n    train.lr: {loguniform: [0.01, 0.1]}\n")
+    (top / "search").mkdir()
+    rundir.write_search(top / "search", sweep.load_search(top / "s.yaml"))
+    shutil.copytree(run, top / "search" / "sample-00000")
+    (top / "search" / "tune").mkdir()
+    (top / "search" / "tune" / "experiment_state-2026-12-01_00-00-00.json").write_text("{}")
+    return {"run": run, "grid": top / "grid", "search": top / "search"}
+
+
+def damaged_model(kind, run) -> bytes:
+    import io
+
+    import torch
+
+    from rnn_mnist import rundir
+
+    buf = io.BytesIO()
+    if kind == FOREIGN_MODEL:
+        torch.save({"weights": torch.zeros(3)}, buf)
+    else:
+        state = rundir.load_model(run)
+        torch.save({**state, "model": {k: torch.zeros(2, 2) for k in state["model"]}}, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("layout,damage,args,code,fragments", [c[1:] for c in RUN_CASES],
+                         ids=[c[0] for c in RUN_CASES])
+def test_a_damaged_run_directory_is_one_line_and_changes_nothing(tmp_path, monkeypatch, made, layout, damage, args,
+                                                                  code, fragments):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    top = tmp_path / "top"
+    where = {"run": top / "tiny", "grid": top / "grid", "search": top / "search"}
+    shutil.copytree(made[layout], where[layout])
+    for name, content in damage.items():
+        path = where[layout] / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        if content is DELETE:
+            continue
+        if content is FOLDER:
+            path.mkdir()
+            continue
+        if content is None:  # a search record whose distribution is not Ray Tune's
+            text = (made["search"] / "search.yaml").read_text().replace("loguniform", "normal")
+            content = text.encode()
+        elif isinstance(content, str):
+            content = damaged_model(content, made["run"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    before = snapshot(tmp_path)
+    names = {"run": where["run"], "grid": where["grid"], "search": where["search"], "top": top}
+    result = invoke(*[a.format(**names) for a in args])
+    line = assert_one_line_error(result, code, *fragments)
+    assert len(line) < 400, line
+    assert snapshot(tmp_path) == before, "something was written"
+
+
+def test_every_command_that_reads_input_is_covered_by_a_hundred_cases_or_more():
+    commands = {c[2][0] for c in CASES} | {c[3][0] for c in RUN_CASES}
+    assert commands == {"run", "submit", "resume", "eval", "watch", "results", "plot", "validate", "list", "status",
+                        "logs", "stop", "data"}
+    assert len(CASES) + len(RUN_CASES) >= 100

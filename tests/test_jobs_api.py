@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from rnn_mnist import rundir
-from tests.conftest import RAY, ROOT, assert_one_line_error, clean_env, free_port, job_text, own_lines, rnnjob
+from tests.helpers import RAY, ROOT, assert_one_line_error, clean_env, free_port, job_text, own_lines, rnnjob
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_a_job_submitted_through_the_jobs_api_succeeds_with_its_files(finished):
     assert "Iteration: 40. Loss: " in finished["stdout"]
     assert f"job {finished['id']} succeeded" in finished["stdout"]
     summary = rundir.read_summary(finished["run"])
-    assert summary["status"] == "completed" and summary["iterations"] == 40
+    assert summary.status == "completed" and summary.iterations == 40
 
 
 def test_the_submission_shows_in_rays_own_job_list(head, finished):
@@ -74,7 +74,7 @@ def test_submit_joins_a_running_cluster_by_its_gcs_address(head, job_file):
     done = rnnjob("submit", job_file("joined", 20), "--address", head["gcs"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Ray dashboard: {head['jobs']}" in done.stdout
-    assert rundir.read_summary(job_file("joined", 20).parent / "runs" / "joined")["status"] == "completed"
+    assert rundir.read_summary(job_file("joined", 20).parent / "runs" / "joined").status == "completed"
 
 
 @pytest.mark.parametrize("command", [["list"], ["status", "raysubmit_x"], ["logs", "raysubmit_x"],
@@ -174,7 +174,7 @@ def test_the_log_follower_rides_out_a_dropped_connection_and_ends_with_the_last_
 def test_ctrl_c_while_following_says_how_to_follow_again_or_stop(head, job_file):
     import signal
 
-    from tests.conftest import RNNJOB, as_from_a_shell, clean_env
+    from tests.helpers import RNNJOB, as_from_a_shell, clean_env
 
     following = subprocess.Popen([RNNJOB, "submit", str(job_file("followed_long", 100_000)), "--address",
                                   head["jobs"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -279,13 +279,14 @@ def test_a_job_stopped_on_the_cluster_resumes_there_from_its_run_directory(head,
         time.sleep(0.5)
     assert rnnjob("stop", job_id, "--address", head["jobs"]).stdout.strip() == f"{job_id}: STOPPED"
     summary = rundir.read_summary(run)  # the driver ended as on Ctrl-C
-    assert summary["status"] == "interrupted" and summary["iterations"] >= 20
+    assert summary.status == "interrupted" and summary.iterations >= 20
     time.sleep(2)  # no worker goes on after the driver: the summary describes the last checkpoint
-    assert rundir.load_model(run / "model.pt")["iteration"] == summary["iterations"] == rundir.last_iteration(run)
+    last = rundir.read_metrics(run)[-1]["iteration"]
+    assert rundir.load_model(run / "model.pt")["iteration"] == summary.iterations == last
     resumed = rnnjob("resume", run, "--iters", 200, "--address", head["jobs"], timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    line = f"run directory: {run}  (resuming at iteration {summary['iterations']}, to 200 iterations)"
+    line = f"run directory: {run}  (resuming at iteration {summary.iterations}, to 200 iterations)"
     assert line in resumed.stdout, resumed.stdout
     after = rundir.read_summary(run)
-    assert after["status"] == "completed" and after["iterations"] == 200
-    assert after["resumes"][0]["iteration"] == summary["iterations"]
+    assert after.status == "completed" and after.iterations == 200
+    assert after.resumes[0]["iteration"] == summary.iterations

@@ -80,8 +80,8 @@ def test_held_out_training_images_are_measured_at_each_evaluation(mnist_root, tm
     done = loop.fit(spec, torch.device("cpu"), str(tmp_path))
     assert [r["iteration"] for r in done.history] == [10, 20] and all(0 < r["val_accuracy"] < 100 for r in done.history)
     summary = rundir.finish(str(tmp_path), spec, "completed", time.time())
-    assert summary["final_val_accuracy"] == done.history[-1]["val_accuracy"]
-    assert summary["best_val_accuracy"] == max(r["val_accuracy"] for r in done.history)
+    assert summary.final_val_accuracy == done.history[-1]["val_accuracy"]
+    assert summary.best_val_accuracy == max(r["val_accuracy"] for r in done.history)
     images, labels = data.load(mnist_root, train=True)
     (train_images, train_labels), (val_images, val_labels) = data.split(images, labels, 5000)
     assert len(train_labels) == 55_000 and len(train_images) == 55_000

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnn_mnist import rundir
-from tests.conftest import JOBS, assert_one_line_error, invoke, job_text, rnnjob
+from tests.helpers import JOBS, assert_one_line_error, invoke, job_text, rnnjob
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +25,13 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
     assert result.exit_code == 0, result.output
     run = short_job.parent / "runs" / "short"
     summary = rundir.read_summary(run)
-    assert summary["workers"] == workers and summary["device"] == "cpu" and summary["iterations"] == 200
-    assert summary["threads"] == 2 // workers  # a job alone shares the 2 CPUs among its workers
-    assert summary["gradient_sync"] == (None if workers == 1 else "gloo")  # DDP's CPU backend
+    assert summary.workers == workers and summary.device == "cpu" and summary.iterations == 200
+    assert summary.threads == 2 // workers  # a job alone shares the 2 CPUs among its workers
+    assert summary.gradient_sync == (None if workers == 1 else "gloo")  # DDP's CPU backend
     metrics = rundir.read_metrics(run)
     assert [m["iteration"] for m in metrics] == [50, 100, 150, 200]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
-    assert summary["final_accuracy"] == metrics[-1]["accuracy"] > 30.0
+    assert summary.final_accuracy == metrics[-1]["accuracy"] > 30.0
     names = {p.name for p in run.iterdir() if not p.name.startswith((".", "events.out.tfevents."))}
     assert names == {"config.yaml", "metrics.jsonl", "model.pt", "progress.json", "ray", "summary.json"}
     assert result.stdout.count("Iteration: 200. Loss: ") == 1  # rank 0's lines, once
@@ -46,7 +46,7 @@ def test_one_worker_on_ray_gives_the_same_metrics_as_a_local_run(local_ray, shor
         return [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]
 
     ray_summary = rundir.read_summary(runs / "short")
-    assert ray_summary["threads"] == 2  # as the local run: the same thread count, so the same rounding
+    assert ray_summary.threads == 2  # as the local run: the same thread count, so the same rounding
     assert strip(rundir.read_metrics(runs / "short")) == strip(rundir.read_metrics(runs / "short-2"))
 
 
@@ -57,7 +57,7 @@ def test_a_model_trained_on_two_workers_loads_like_a_local_one(local_ray, short_
     assert not any(k.startswith("module.") for k in state["model"])  # no DDP prefix
     result = invoke("eval", run, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert f"test accuracy {rundir.read_summary(run)['final_accuracy']:.2f}%" in result.stdout
+    assert f"test accuracy {rundir.read_summary(run).final_accuracy:.2f}%" in result.stdout
 
 
 def test_a_killed_worker_is_replaced_and_the_job_finishes_exactly(local_ray, short_job):
@@ -67,7 +67,7 @@ def test_a_killed_worker_is_replaced_and_the_job_finishes_exactly(local_ray, sho
     run = short_job.parent / "runs" / "short"
     assert (run / ".fault-injected").exists()
     summary = rundir.read_summary(run)
-    assert summary["restarts"] == 1 and summary["iterations"] == 200
+    assert summary.restarts == 1 and summary.iterations == 200
     assert [m["iteration"] for m in rundir.read_metrics(run)] == [50, 100, 150, 200]
     assert rundir.load_model(run / rundir.MODEL)["iteration"] == 200
 
@@ -96,7 +96,7 @@ def test_the_executable_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnis
     assert "Ray dashboard: http://127.0.0.1:" in done.stdout
     assert done.stdout.count("Iteration: 30. Loss: ") == 1 and done.stdout.count("Iteration: 60. Loss: ") == 1
     summary = rundir.read_summary(tmp_path / "smoke")
-    assert summary["workers"] == 1 and summary["threads"] == 2 and summary["iterations"] == 60
+    assert summary.workers == 1 and summary.threads == 2 and summary.iterations == 60
     assert done.stdout.strip().splitlines()[-1].startswith("done: ")
     assert "PreemptionWatcher" not in done.stdout + done.stderr  # no such actor on one machine
     # the timeline (benchmarks/overhead.py): the driver's marks and the worker's, which learnt the file from
@@ -117,7 +117,7 @@ def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
     import pty
     import subprocess
 
-    from tests.conftest import RNNJOB, clean_env
+    from tests.helpers import RNNJOB, clean_env
 
     job = tmp_path / "bar.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "bar", iters=600, eval_every=300))
@@ -137,12 +137,12 @@ def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
     assert proc.wait(timeout=600) == 0, seen.decode(errors="replace")[-2000:]
     text = seen.decode(errors="replace")
     assert "train" in text and "━" in text and "loss 2." in text  # rich's bar, fed by the workers' progress.json
-    assert rundir.read_summary(tmp_path / "runs" / "bar")["status"] == "completed"
+    assert rundir.read_summary(tmp_path / "runs" / "bar").status == "completed"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root, workers):
-    from tests.conftest import alive, ctrl_c
+    from tests.helpers import alive, ctrl_c
 
     job = tmp_path / "long.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "long", iters=100_000, eval_every=50))
@@ -151,9 +151,10 @@ def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_r
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
     run = tmp_path / "runs" / "long"
     summary = rundir.read_summary(run)
-    assert summary["status"] == "interrupted" and summary["iterations"] >= 100
+    assert summary.status == "interrupted" and summary.iterations >= 100
     # the workers left their loop together, before the summary: it describes the last checkpoint
-    assert rundir.load_model(run / rundir.MODEL)["iteration"] == summary["iterations"] == rundir.last_iteration(run)
+    last = rundir.read_metrics(run)[-1]["iteration"]
+    assert rundir.load_model(run / rundir.MODEL)["iteration"] == summary.iterations == last
     assert "Error in training function" not in done.stdout and not (run / rundir.STOP).exists()
     assert started and alive(started) == []  # the embedded Ray ended with the command
 
@@ -169,7 +170,7 @@ def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_jo
     run = short_job.parent / "runs" / "short"
     assert (run / ".failed").read_text() == line.removeprefix("error: ")
     summary = rundir.read_summary(run)
-    assert summary["status"] == "failed" and summary["error"] == line.removeprefix("error: ")
+    assert summary.status == "failed" and summary.error == line.removeprefix("error: ")
 
 
 def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same_weights(local_ray, tmp_path,
@@ -181,7 +182,7 @@ def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same
                     "--set", "scaling.max_failures=0", RNNJOB_FAULT="1:1001")
     assert failed.exit_code == 1, failed.output
     stopped = tmp_path / "parts" / "model_c"
-    assert rundir.read_summary(stopped)["status"] == "failed" and rundir.load_model(stopped)["iteration"] == 1000
+    assert rundir.read_summary(stopped).status == "failed" and rundir.load_model(stopped)["iteration"] == 1000
     resumed = invoke("resume", stopped, "--workers", 2)
     assert resumed.exit_code == 0, resumed.output
     whole = tmp_path / "whole" / "model_c"
@@ -192,4 +193,4 @@ def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same
 
     assert strip(whole) == strip(stopped)
     summary = rundir.read_summary(stopped)
-    assert summary["status"] == "completed" and summary["workers"] == 2 and summary["resumes"][0]["iteration"] == 1000
+    assert summary.status == "completed" and summary.workers == 2 and summary.resumes[0]["iteration"] == 1000

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import clean_env
+from tests.helpers import clean_env
 
 NAMES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_USAGE_STATS_ENABLED",
          "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
@@ -38,6 +38,7 @@ def test_a_value_the_user_set_wins():
     assert got["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "1" and got["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "2"
 
 
+@pytest.mark.slow  # a fresh interpreter importing Ray and torch: seconds
 def test_importing_rnnjob_changes_nothing_in_the_environment():
     # Ray's own import sets a variable or two: rnnjob's modules, imported after it, set none
     code = ("import json, os; import ray, ray.train, ray.tune, ray.job_submission; before = dict(os.environ); "

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from rnn_mnist import rundir
+from rnn_mnist import report, rundir
 from rnn_mnist.report import COLUMNS, cell
-from tests.conftest import RNNJOB, assert_one_line_error, invoke, rnnjob
+from tests.helpers import RNNJOB, assert_one_line_error, invoke, rnnjob
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_watch_follows_a_running_job_to_its_end(job_file, tmp_path):
     lines = watched.stdout.strip().splitlines()
     assert any(line.startswith("live: running, ") for line in lines)  # seen while it trained
     assert lines[-1].startswith("live: completed, 600/600 iterations")
-    assert f"accuracy {rundir.read_summary(run)['final_accuracy']:.2f}%" in lines[-1]
+    assert f"accuracy {rundir.read_summary(run).final_accuracy:.2f}%" in lines[-1]
 
 
 @pytest.mark.parametrize("target,fragment", [("/nonexistent/run", "no such run or grid directory"),
@@ -123,3 +123,8 @@ def test_watch_follows_a_running_job_to_its_end(job_file, tmp_path):
 def test_watch_refuses_what_is_not_a_run(target, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert_one_line_error(invoke("watch", target), 2, fragment)
+
+
+def test_a_job_known_only_by_its_status_is_one_line_without_iterations():
+    assert report.line(report.status_row("raysubmit_x", report.Live.RUNNING)) == "raysubmit_x: running"
+    assert report.line(report.status_row("raysubmit_x", "completed")) == "raysubmit_x: completed"

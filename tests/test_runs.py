@@ -20,7 +20,7 @@ def test_a_completed_run_leaves_its_whole_directory(job_file):
     names = {p.name for p in Path(run).iterdir()}
     assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json", ".lock"} <= names
     assert len(names) == 7 and any(n.startswith("events.out.tfevents.") for n in names)  # and TensorBoard's
-    assert summary == rundir.read_summary(run) and summary["status"] == "completed" and summary["iterations"] == 20
+    assert summary == rundir.read_summary(run) and summary.status == "completed" and summary.iterations == 20
     assert rundir.read_config(run) == specs.resolved(specs.load(job_file()))  # absolute paths: resumable anywhere
 
 
@@ -34,7 +34,7 @@ def test_ctrl_c_leaves_an_interrupted_summary_and_the_last_model(job_file):
         runs.local(spec, "cpu", quiet, progress=ctrl_c_at_20)
     run = job_file().parent / "runs" / "tiny"
     summary = rundir.read_summary(run)
-    assert summary["status"] == "interrupted" and summary["iterations"] == 15  # the last checkpoint
+    assert summary.status == "interrupted" and summary.iterations == 15  # the last checkpoint
     assert rundir.load_model(run)["iteration"] == 15
 
 
@@ -43,7 +43,7 @@ def test_a_failed_run_says_why_in_its_summary(job_file):
     with pytest.raises(RunFailed, match="training diverged"):
         runs.local(spec, "cpu", quiet)
     summary = rundir.read_summary(job_file().parent / "runs" / "tiny")
-    assert summary["status"] == "failed" and "diverged" in summary["error"] and summary["iterations"] == 0
+    assert summary.status == "failed" and "diverged" in summary.error and summary.iterations == 0
 
 
 def test_bad_input_found_before_training_leaves_no_directory(job_file, tmp_path):
@@ -62,7 +62,7 @@ def test_relative_paths_are_taken_from_rnnjob_home(job_file, tmp_path, monkeypat
 def test_twenty_concurrent_runs_of_one_name_get_twenty_whole_directories(job_file, tmp_path):
     import subprocess
 
-    from tests.conftest import RNNJOB, clean_env
+    from tests.helpers import RNNJOB, clean_env
 
     job = job_file("crowd", iters=1, eval_every=1)
     procs = [subprocess.Popen([RNNJOB, "run", str(job), "--device", "cpu"], stdout=subprocess.DEVNULL,
@@ -72,7 +72,7 @@ def test_twenty_concurrent_runs_of_one_name_get_twenty_whole_directories(job_fil
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 20 and len({r.name for r in runs}) == 20
     for run in runs:
-        assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 1
+        assert rundir.read_summary(run).status == "completed" and rundir.load_model(run)["iteration"] == 1
 
 
 # rnnjob resume, in this process (on Ray: test_ray_train; grids: test_grid; through the Jobs API: test_jobs_api)
@@ -88,13 +88,13 @@ def evaluations(run) -> list:
 
 @pytest.mark.slow
 def test_model_c_stopped_after_1000_iterations_resumes_to_the_same_weights_bit_for_bit(tmp_path, mnist_root):
-    from tests.conftest import JOBS, ctrl_c, rnnjob
+    from tests.helpers import JOBS, ctrl_c, rnnjob
 
     args = [JOBS / "model_c.yaml", "--iters", 1500, "--device", "cpu", "--set", f"data.root={mnist_root}"]
     assert rnnjob("run", *args, "--out", tmp_path / "whole", timeout=600).returncode == 0
     done, _ = ctrl_c(["run", *args, "--out", tmp_path / "parts"], "Iteration: 1000.")
     stopped = tmp_path / "parts" / "model_c"
-    assert done.returncode == 130 and rundir.read_summary(stopped)["status"] == "interrupted"
+    assert done.returncode == 130 and rundir.read_summary(stopped).status == "interrupted"
     assert rundir.load_model(stopped)["iteration"] == 1000
     resumed = rnnjob("resume", stopped, "--device", "cpu", timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -102,17 +102,17 @@ def test_model_c_stopped_after_1000_iterations_resumes_to_the_same_weights_bit_f
     whole = tmp_path / "whole" / "model_c"
     assert weights_equal(whole, stopped) and evaluations(whole) == evaluations(stopped)
     summary = rundir.read_summary(stopped)
-    assert summary["status"] == "completed" and summary["iterations"] == 1500
-    assert [(r["iteration"], r["iters"]) for r in summary["resumes"]] == [(1000, 1500)]
+    assert summary.status == "completed" and summary.iterations == 1500
+    assert [(r["iteration"], r["iters"]) for r in summary.resumes] == [(1000, 1500)]
 
 
 def test_a_completed_run_trains_on_to_more_iterations_with_its_cosine_over_the_new_total(job_file):
     job = job_file("longer", text=None, iters=20, eval_every=10)
     first, _ = runs.local(specs.load(job, ["train.lr_decay=cosine"]), "cpu", quiet)
     location, (summary,) = runs.resume(first, quiet, iters=40)
-    assert location == first and summary["iterations"] == 40 and rundir.load_model(first)["iteration"] == 40
+    assert location == first and summary.iterations == 40 and rundir.load_model(first)["iteration"] == 40
     assert [m["iteration"] for m in rundir.read_metrics(first)] == [10, 20, 30, 40]  # each evaluation once
-    assert summary["lr_schedule"] == "cosine over 40 iterations since the resume at iteration 20 (over 20 before it)"
+    assert summary.lr_schedule == "cosine over 40 iterations since the resume at iteration 20 (over 20 before it)"
     assert rundir.read_config(first).train.iters == 40
 
 
@@ -132,16 +132,16 @@ def test_a_run_stops_at_the_first_evaluation_that_reaches_its_target_accuracy(jo
     k = next(i for i in range(2, len(history)) if history[i]["accuracy"] > max(h["accuracy"] for h in history[:i]))
     target = history[k]["accuracy"]
     run, summary = runs.local(specs.load(job, [f"train.target_accuracy={target}"]), "cpu", quiet)
-    assert summary["status"] == "completed" and summary["iterations"] == history[k]["iteration"] < 100
+    assert summary.status == "completed" and summary.iterations == history[k]["iteration"] < 100
     assert [m["accuracy"] for m in rundir.read_metrics(run)] == [m["accuracy"] for m in history[:k + 1]]
-    reached = summary["reached_target"]
-    assert summary["target_accuracy"] == target and reached["iteration"] == history[k]["iteration"]
-    assert reached["train_seconds"] == summary["train_seconds"] > 0 and reached["elapsed_seconds"] > 0
+    reached = summary.reached_target
+    assert summary.target_accuracy == target and reached["iteration"] == history[k]["iteration"]
+    assert reached["train_seconds"] == summary.train_seconds > 0 and reached["elapsed_seconds"] > 0
     said = []
     assert runs.resume(run, said.append) is None and "reached its target accuracy" in said[0]
     # a target never reached: the run trains all its iterations and says so
     _, missed = runs.local(specs.load(job, ["train.target_accuracy=100", "train.iters=20"]), "cpu", quiet)
-    assert missed["iterations"] == 20 and missed["target_accuracy"] == 100 and missed["reached_target"] is None
+    assert missed.iterations == 20 and missed.target_accuracy == 100 and missed.reached_target is None
 
 
 def test_resume_refuses_a_run_that_is_still_running(job_file):

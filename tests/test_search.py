@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 from rnn_mnist import report, rundir
-from tests.conftest import invoke, job_text
+from tests.helpers import invoke, job_text
 
 pytestmark = pytest.mark.slow
 
 
-def search_file(tmp_path, mnist_root, name, body, iters=30):
+def search_file(tmp_path, mnist_root, name, body, iters=30, **fields):
     path = tmp_path / f"{name}.yaml"
-    path.write_text(job_text(mnist_root, tmp_path / "runs", name, iters=iters, eval_every=10) + body)
+    path.write_text(job_text(mnist_root, tmp_path / "runs", name, iters=iters, eval_every=10, **fields) + body)
     return path
 
 
@@ -40,7 +40,7 @@ def test_a_random_search_samples_every_value_within_its_distribution(local_ray, 
     for run in runs:
         spec, summary = rundir.read_config(run), rundir.read_summary(run)
         values = json.loads((run / "values.json").read_text())
-        assert summary["status"] == "completed" and summary["iterations"] == 30 and summary["name"] == run.name
+        assert summary.status == "completed" and summary.iterations == 30 and summary.name == run.name
         assert 0.01 <= spec.train.lr <= 0.3 and spec.model.hidden_dim in (8, 16)
         assert 0.0 <= spec.train.momentum <= 0.5 and spec.model.layer_dim in (1, 2)  # randint's high is excluded
         assert values == {"train.lr": spec.train.lr, "model.hidden_dim": spec.model.hidden_dim,
@@ -57,9 +57,8 @@ def test_an_optuna_search_repeats_each_configuration_at_several_seeds_and_report
     body = ("search:\n  algorithm: optuna\n  num_samples: 2\n  space:\n"
             "    train.lr: {loguniform: [0.02, 0.2]}\n"
             "repeat: 2\n"
-            "data: {root: " + str(mnist_root) + ", validation: 2000}\n"
             "tune: {metric: val_accuracy, mode: max}\n")
-    result = invoke("submit", search_file(tmp_path, mnist_root, "seeds", body, iters=20))
+    result = invoke("submit", search_file(tmp_path, mnist_root, "seeds", body, iters=20, validation=2000))
     assert result.exit_code == 0, result.output
     assert "A new study created" not in result.output and "Configuration for experiment" not in result.output
     search_dir = tmp_path / "runs" / "seeds"
@@ -68,14 +67,14 @@ def test_an_optuna_search_repeats_each_configuration_at_several_seeds_and_report
         assert seeds == ["seed=0", "seed=1"]
         a, b = (rundir.read_config(sample / s) for s in seeds)
         assert (a.train.seed, b.train.seed) == (0, 1) and a.train.lr == b.train.lr  # one configuration, two seeds
-        assert rundir.read_summary(sample / "seed=0")["final_val_accuracy"] is not None
+        assert rundir.read_summary(sample / "seed=0").final_val_accuracy is not None
     # Optuna learnt from what Tune was told: each sample's mean validation accuracy over its seeds
     told = [json.loads(line) for path in (search_dir / "tune").rglob("result.json") for line in line_list(path)]
     assert len(told) == 2 and all(r["seeds"] == 2 for r in told)
     for r in told:
         sample = next(s for s in samples(search_dir)
                       if rundir.read_config(s / "seed=0").train.lr == r["config"]["values"]["train.lr"])
-        vals = [rundir.read_summary(sample / f"seed={k}")["final_val_accuracy"] for k in (0, 1)]
+        vals = [rundir.read_summary(sample / f"seed={k}").final_val_accuracy for k in (0, 1)]
         assert math.isclose(r["val_accuracy"], statistics.fmean(vals))
         assert math.isclose(r["val_accuracy_std"], statistics.pstdev(vals))
     # `rnnjob results`: the per-run rows, then one row per configuration, mean and spread over its seeds
@@ -97,7 +96,7 @@ def line_list(path):
 def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_rest(tmp_path, mnist_root):
     import shutil
 
-    from tests.conftest import assert_one_line_error, ctrl_c_once, rnnjob
+    from tests.helpers import assert_one_line_error, ctrl_c_once, rnnjob
 
     body = "search:\n  num_samples: 3\n  space:\n    train.lr: {loguniform: [0.05, 0.2]}\n"
     path = search_file(tmp_path, mnist_root, "later", body, iters=1500)
@@ -111,9 +110,9 @@ def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_re
                        second_sample_checkpointed)
     assert done.returncode == 130, done.stdout
     before = {run.name: rundir.read_summary(run) for run in samples(search_dir)}
-    assert sorted(s["status"] for s in before.values()) == ["completed", "interrupted"]
-    (finished,) = [name for name, s in before.items() if s["status"] == "completed"]
-    (stopped,) = [name for name, s in before.items() if s["status"] == "interrupted"]
+    assert sorted(s.status for s in before.values()) == ["completed", "interrupted"]
+    (finished,) = [name for name, s in before.items() if s.status == "completed"]
+    (stopped,) = [name for name, s in before.items() if s.status == "interrupted"]
     # what a search cannot change on the way is refused, and nothing is touched
     tree = {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()}
     assert_one_line_error(invoke("resume", search_dir, "--iters", 900), 2, "--iters: a search carries on as it was")
@@ -128,10 +127,10 @@ def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_re
     assert "(resuming: 1 unfinished run(s), 1 sample(s) still to draw)" in resumed.stdout
     assert "done: 3 runs" in resumed.stdout
     after = {run.name: rundir.read_summary(run) for run in samples(search_dir)}
-    assert len(after) == 3 and all(s["status"] == "completed" and s["iterations"] == 1500 for s in after.values())
+    assert len(after) == 3 and all(s.status == "completed" and s.iterations == 1500 for s in after.values())
     assert after[finished] == before[finished]  # left as it was
     # the interrupted sample carried on from its checkpoint (a resume); the third was drawn and ran anew
-    assert {name: len(s["resumes"]) for name, s in after.items()} == {
+    assert {name: len(s.resumes) for name, s in after.items()} == {
         finished: 0, stopped: 1, **{name: 0 for name in after if name not in before}}
     assert all(0.05 <= rundir.read_config(search_dir / name).train.lr <= 0.2 for name in after)
     again = invoke("resume", search_dir)

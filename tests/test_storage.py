@@ -4,7 +4,7 @@ s3:// and gs://, which take the same code path)."""
 import pytest
 
 from rnn_mnist import rundir, storage
-from tests.conftest import invoke
+from tests.helpers import invoke
 
 
 @pytest.fixture(params=["folder", "uri"])
@@ -35,7 +35,7 @@ def test_a_run_writes_its_directory_into_a_uri(job_file, tmp_path):
     result = invoke("run", job_file("remote"), "--set", f"output.storage=file://{tmp_path}/store")
     assert result.exit_code == 0, result.output
     run = f"file://{tmp_path}/store/remote"
-    assert rundir.read_summary(run)["status"] == "completed" and rundir.load_model(run)["iteration"] == 20
+    assert rundir.read_summary(run).status == "completed" and rundir.load_model(run)["iteration"] == 20
     table = invoke("results", f"file://{tmp_path}/store", "--format", "csv")
     assert table.exit_code == 0 and table.stdout.splitlines()[1].startswith("remote,rnn,tanh,1,16,")
 

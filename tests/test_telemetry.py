@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from rnn_mnist import rundir, telemetry
-from tests.conftest import ROOT, clean_env, cluster, free_port, invoke, job_text, pgroups_alive, recorded_pids, rnnjob
+from tests.helpers import ROOT, clean_env, cluster, free_port, invoke, job_text, pgroups_alive, recorded_pids, rnnjob
 
 METRICS = ("ray_rnnjob_iteration", "ray_rnnjob_train_loss", "ray_rnnjob_test_accuracy",
            "ray_rnnjob_samples_per_second", "ray_rnnjob_seconds_per_step")
@@ -56,15 +56,14 @@ def test_progress_json_holds_where_the_run_ended(local_run):
     progress = telemetry.read_progress(local_run)
     summary = rundir.read_summary(local_run)
     assert progress["iteration"] == progress["iters"] == 60
-    assert progress["accuracy"] == summary["final_accuracy"] and progress["samples_per_second"] > 0
+    assert progress["accuracy"] == summary.final_accuracy and progress["samples_per_second"] > 0
 
 
 def test_a_grid_trial_gets_its_hyperparameters_for_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    telemetry.write_hparams(str(tmp_path), {"train.lr": 0.1, "model.cell": "gru"},
-                            {"final_accuracy": 91.5, "best_accuracy": 92.0})
+    telemetry.write_hparams(str(tmp_path), {"train.lr": 0.1, "model.cell": "gru"}, 91.5, 92.0)
     events = EventAccumulator(str(tmp_path / "hparams")).Reload()
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from rnn_mnist import timeline
-from tests.conftest import rnnjob
+from tests.helpers import rnnjob
 
 
 def test_nothing_is_written_without_the_variable(tmp_path, monkeypatch):
