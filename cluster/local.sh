@@ -73,7 +73,10 @@ ours() {  # pid start-time command-hash: whether that pid is still the process `
 
 ensure_token() {
   [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ] || [ -s "$HOME/.ray/auth_token" ] && return 0
-  (umask 077 && "$ray" get-auth-token --generate >/dev/null) || die "could not create a Ray token in ~/.ray/auth_token"
+  # Ray's own lines about it only when it fails (its token is printed on stdout: never shown)
+  local said
+  said=$(umask 077 && "$ray" get-auth-token --generate 2>&1 >/dev/null) \
+    || die "could not create a Ray token in ~/.ray/auth_token: $(printf '%s\n' "$said" | tail -n 1)"
   chmod 0600 "$HOME/.ray/auth_token"
   echo "created a Ray authentication token in ~/.ray/auth_token (0600); clients read it from there"
 }

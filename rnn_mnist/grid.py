@@ -32,6 +32,7 @@ from ray.tune.schedulers import ASHAScheduler
 from . import loop, ray_train, rundir, storage, sweep, telemetry, timeline
 from . import spec as specs
 from .kernels import process
+from .model import param_count
 
 EXPERIMENT = "tune"  # Tune's own files, below the grid's or search's directory
 
@@ -203,13 +204,11 @@ def _scheduler(t: sweep.TuneSpec, job_specs):
 
 
 def work(spec: specs.JobSpec) -> float:
-    """A trial's training, roughly: the recurrent layers' multiply-adds per sample and step (gates x units x
-    inputs and units), times samples per worker and steps. Only its order matters."""
+    """A trial's training, roughly: each parameter is used once per sample and step, so its parameters times
+    the samples per worker times the steps. Only its order matters."""
     m = spec.model
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[m.cell]
-    per_sample = sum(gates * m.hidden_dim * ((28 if layer == 0 else m.hidden_dim) + m.hidden_dim)
-                     for layer in range(m.layer_dim))
-    return per_sample * spec.train.batch_size / spec.scaling.workers * spec.train.iters
+    return param_count(m.cell, m.hidden_dim, m.layer_dim) * spec.train.batch_size / spec.scaling.workers \
+        * spec.train.iters
 
 
 def run(grid: sweep.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool = False,
@@ -246,8 +245,6 @@ def run(grid: sweep.Grid, grid_dir: str, runs: dict, at_once: int, resume: bool 
         else:
             outcomes[name] = (rundir.Status.COMPLETED, None)
     return outcomes
-
-
 
 
 def _seed_runs(search: sweep.Search, values: dict, search_dir: str, name: str) -> list:

@@ -3,8 +3,8 @@
 Each entry point does, in order: the checks that need no run directory (bad input leaves nothing
 behind), the run directory (locked while this process trains into it) and its config.yaml, the
 training, and summary.json on every outcome (completed, failed, interrupted, stopped) through
-`rundir.finish`. Paths are resolved once, here (`spec.resolved`). Ray is imported only by the
-functions that use it.
+`rundir.finish`, after one pre-flight (`_preflight`, `_on_ray`). Paths are resolved once, here
+(`sweep.resolved`). Ray is imported only by the functions that use it.
 """
 
 import contextlib
@@ -83,14 +83,14 @@ def outcome(run: str, spec: specs.JobSpec, started: float, device: Optional[str]
     timeline.mark("summary written")
 
 
-def _train_here(run, spec, device, started, progress, saved=None) -> dict:
+def _train_here(run, spec, device, started, progress, saved=None) -> rundir.Summary:
     with outcome(run, spec, started, device.type):
         process.tune(device.type)
         loop.fit(spec, device, run, loop.Hooks(saved), publishers=[telemetry.Callback(progress)] if progress else [])
     return rundir.read_summary(run)
 
 
-def _train_on_ray(ray_train, run, spec, started, progress, resume=False) -> dict:
+def _train_on_ray(ray_train, run, spec, started, progress, resume=False) -> rundir.Summary:
     following = telemetry.following(run, progress) if progress else contextlib.nullcontext()
     with outcome(run, spec, started), following:
         ray_train.fit(spec, run, ray_train.Fault.from_env(), resume)
@@ -98,7 +98,7 @@ def _train_on_ray(ray_train, run, spec, started, progress, resume=False) -> dict
 
 
 def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
-          started: Optional[float] = None) -> tuple[str, dict]:
+          started: Optional[float] = None) -> tuple[str, rundir.Summary]:
     """Train in this process (no Ray). progress: called with a tick (iteration, loss, ...) every few
     steps. Returns (run directory, summary)."""
     started = started or time.time()
@@ -114,7 +114,8 @@ def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
         return run, _train_here(run, spec, device, started, progress)
 
 
-def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[float] = None) -> tuple[str, dict]:
+def on_ray(spec: specs.JobSpec, echo: Echo, progress=None,
+           started: Optional[float] = None) -> tuple[str, rundir.Summary]:
     """Train as one Ray Train job on the cluster in $RAY_ADDRESS, or on an embedded Ray. progress: called
     with the workers' progress.json whenever it changes."""
     started = started or time.time()
@@ -132,7 +133,7 @@ def on_ray(spec: specs.JobSpec, echo: Echo, progress=None, started: Optional[flo
 
 
 def grid(grid: sweep.Grid, echo: Echo, max_concurrent: Optional[int] = None,
-         started: Optional[float] = None) -> tuple[str, list[dict]]:
+         started: Optional[float] = None) -> tuple[str, list[rundir.Summary]]:
     """Every trial of a grid on Ray Tune, each into `<grid dir>/<trial name>/`. Returns
     (grid directory, every trial's summary: completed, failed, stopped early or interrupted)."""
     started = started or time.time()
@@ -147,7 +148,7 @@ def grid(grid: sweep.Grid, echo: Echo, max_concurrent: Optional[int] = None,
 
 
 def search(search: sweep.Search, echo: Echo, max_concurrent: Optional[int] = None,
-           started: Optional[float] = None) -> tuple[str, list[dict]]:
+           started: Optional[float] = None) -> tuple[str, list[rundir.Summary]]:
     """A sampled search on Ray Tune into `<search dir>/sample-<trial id>/` (with repeat: `.../seed=S/`). Returns
     (search directory, every run's summary: completed, failed, stopped early or interrupted)."""
     grids = _grids()
@@ -163,18 +164,30 @@ def search(search: sweep.Search, echo: Echo, max_concurrent: Optional[int] = Non
         at_once = grids.at_once(base.scaling, s.num_samples, max_concurrent or search.tune.max_concurrent)
         seeds = f", {search.repeat} seeds each" if search.repeat > 1 else ""
         echo(f"search directory: {search_dir}  ({s.num_samples} samples, {s.algorithm}{seeds}, {at_once} at a time)")
-        interrupted = False
-        try:
-            grids.run_search(search, search_dir, at_once, ray_train.Fault.from_env())
-        except KeyboardInterrupt:
-            interrupted = True
-        summaries = _settle(search_dir, started, interrupted)
+        summaries = _searched(search_dir, started, lambda: grids.run_search(search, search_dir, at_once,
+                                                                            ray_train.Fault.from_env()))
+    return search_dir, _ended(summaries, search_dir)
+
+
+def _searched(search_dir: str, started: float, go) -> tuple[list, bool]:
+    """go() runs a search's Tune experiment; then (every run's summary, whether Ctrl-C ended it)."""
+    interrupted = False
+    try:
+        go()
+    except KeyboardInterrupt:
+        interrupted = True
+    return _settle(search_dir, started, interrupted), interrupted
+
+
+def _ended(searched: tuple[list, bool], search_dir: str) -> list:
+    """The summaries of a search that ran; Interrupted (exit 130) if Ctrl-C ended it, once Ray is left."""
+    summaries, interrupted = searched
     if interrupted:
         raise Interrupted(f"interrupted; the samples' last evaluated models are in {search_dir}")
-    return search_dir, summaries
+    return summaries
 
 
-def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
+def _settle(search_dir: str, started: float, interrupted: bool) -> list[rundir.Summary]:
     """Every run of a search with a summary: the ones Tune ended before they could write theirs are
     stopped early (ASHA) or interrupted (Ctrl-C)."""
     summaries = []
@@ -198,7 +211,7 @@ def _settle(search_dir: str, started: float, interrupted: bool) -> list[dict]:
 
 
 def _run_trials(grid: sweep.Grid, todo, grid_dir: str, runs: dict, echo: Echo, max_concurrent, started,
-                resume: bool) -> list[dict]:
+                resume: bool) -> list[rundir.Summary]:
     """Run `todo` (trials of grid) into their directories, each locked meanwhile; a summary for every
     trial of the grid, the ones not in `todo` as they were."""
     ray_train, grids = _ray_train(), _grids()
@@ -281,7 +294,8 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
 def _resumable(run: str, iters: Optional[int]) -> tuple[specs.JobSpec, Optional[dict]]:
     """(its spec, its last checkpoint or None), or BadInput saying why the run cannot carry on."""
     if not storage.exists(storage.join(run, rundir.CONFIG)):
-        raise BadInput(f"{run}: not a run directory (no {rundir.CONFIG}) nor a grid's (no {rundir.GRID})")
+        raise BadInput(f"{run}: not a run directory (no {rundir.CONFIG}) nor a grid's (no {rundir.GRID}) or a "
+                       f"search's (no {rundir.SEARCH})")
     spec = rundir.read_config(run)
     if rundir.running(run):
         raise BadInput(f"{run}: still running (another process trains into it)")
@@ -375,15 +389,9 @@ def _resume_search(search_dir: str, echo: Echo, iters, scaling: dict, max_concur
         rundir.write_submission(storage.parent(search_dir), search_dir)
         echo(f"search directory: {search_dir}  (resuming: {len(unfinished)} unfinished run(s), "
              f"{max(0, search.search.num_samples - drawn)} sample(s) still to draw)")
-        interrupted = False
-        try:
-            grids.resume_search(search, search_dir, ray_train.Fault.from_env())
-        except KeyboardInterrupt:
-            interrupted = True
-        summaries = _settle(search_dir, started, interrupted)
-    if interrupted:
-        raise Interrupted(f"interrupted; the samples' last evaluated models are in {search_dir}")
-    return search_dir, summaries
+        summaries = _searched(search_dir, started, lambda: grids.resume_search(search, search_dir,
+                                                                               ray_train.Fault.from_env()))
+    return search_dir, _ended(summaries, search_dir)
 
 
 def evaluate(location: str, device_name: str) -> tuple[int, float]:

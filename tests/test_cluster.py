@@ -69,11 +69,18 @@ def test_a_node_local_output_folder_is_refused_on_two_nodes(two_nodes, tmp_path,
     assert not (tmp_path / "runs").exists()
 
 
-def test_up_says_at_once_why_a_node_did_not_start_and_down_cleans_up(tmp_path):
-    # the GCS port inside Ray's default worker-port range (10002-19999): `ray start` refuses it and exits
-    settings = {"RNNJOB_CLUSTER_STATE": str(tmp_path / "state"), "RNNJOB_CLUSTER_PORT": "10500",
+def test_up_creates_a_private_token_says_at_once_why_a_node_did_not_start_and_down_cleans_up(tmp_path):
+    # a home without a token; the GCS port inside Ray's default worker-port range (10002-19999): `ray start`
+    # refuses it and exits
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = {"HOME": str(home), "RNNJOB_CLUSTER_STATE": str(tmp_path / "state"), "RNNJOB_CLUSTER_PORT": "10500",
                 "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
     up = cluster("up", timeout=120, **settings)
+    # the token is made before any node starts
+    token = home / ".ray" / "auth_token"
+    assert "created a Ray authentication token in ~/.ray/auth_token (0600)" in up.stdout
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
     assert up.returncode == 1
     assert up.stderr.startswith("cluster/local.sh: a Ray node exited while starting (its last line: ")
     assert "port" in up.stderr.split("its last line: ")[1]  # Ray's own words about the clash
@@ -81,19 +88,6 @@ def test_up_says_at_once_why_a_node_did_not_start_and_down_cleans_up(tmp_path):
     down = cluster("down", timeout=60, **settings)
     assert down.returncode == 0 and down.stdout.strip() == "Ray cluster down"
     assert pgroups_alive(pids) == [] and not (tmp_path / "state").exists()
-
-
-def test_up_creates_a_private_token_when_there_is_none(tmp_path):
-    # the port clash makes the head exit at once; the token is made before any node starts
-    home = tmp_path / "home"
-    home.mkdir()
-    settings = {"HOME": str(home), "RNNJOB_CLUSTER_STATE": str(tmp_path / "state"), "RNNJOB_CLUSTER_PORT": "10500",
-                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
-    up = cluster("up", timeout=120, **settings)
-    token = home / ".ray" / "auth_token"
-    assert "created a Ray authentication token in ~/.ray/auth_token (0600)" in up.stdout
-    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) >= 32
-    assert cluster("down", timeout=60, **settings).returncode == 0
 
 
 def fake_state(folder, pids, temps=()):

@@ -1,5 +1,5 @@
-"""Ray Train jobs (`rnnjob submit`) on a real local Ray with 2 CPUs, shared by the module, and once as a
-user runs it: the executable starting its own embedded Ray."""
+"""Ray Train jobs (`rnnjob submit`) on a real local Ray with 2 CPUs, shared by the module, and as a user runs
+them: the executable starting its own embedded Ray."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnn_mnist import rundir
-from tests.helpers import JOBS, assert_one_line_error, invoke, job_text, rnnjob
+from tests.helpers import assert_one_line_error, invoke, job_text
 
 pytestmark = pytest.mark.slow
 
@@ -19,11 +19,9 @@ def short_job(tmp_path, mnist_root):
     return path
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_submit_trains_on_n_workers(local_ray, short_job, workers):
-    result = invoke("submit", short_job, "--workers", workers)
+def trained(result, run, workers):
+    """What every submitted job on N workers leaves: its summary, metrics and files, rank 0's lines once."""
     assert result.exit_code == 0, result.output
-    run = short_job.parent / "runs" / "short"
     summary = rundir.read_summary(run)
     assert summary.workers == workers and summary.device == "cpu" and summary.iterations == 200
     assert summary.threads == 2 // workers  # a job alone shares the 2 CPUs among its workers
@@ -36,40 +34,31 @@ def test_submit_trains_on_n_workers(local_ray, short_job, workers):
     assert names == {"config.yaml", "metrics.jsonl", "model.pt", "progress.json", "ray", "summary.json"}
     assert result.stdout.count("Iteration: 200. Loss: ") == 1  # rank 0's lines, once
     assert "Reporting training result" not in result.output  # Ray Train's own line for each report
+    return summary
 
 
-def test_one_worker_on_ray_gives_the_same_metrics_as_a_local_run(local_ray, short_job):
-    assert invoke("submit", short_job, "--workers", 1).exit_code == 0
+def evaluations(run) -> list:
+    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
+
+
+def test_one_worker_on_ray_trains_as_a_local_run_to_the_last_digit(local_ray, short_job):
+    summary = trained(invoke("submit", short_job, "--workers", 1), short_job.parent / "runs" / "short", 1)
+    assert summary.threads == 2  # as the local run below: the same thread count, so the same rounding
     assert invoke("run", short_job, "--device", "cpu", "--set", "train.iters=200").exit_code == 0
-    runs = short_job.parent / "runs"
-    def strip(ms):
-        return [(m["iteration"], m["loss"], m["accuracy"]) for m in ms]
-
-    ray_summary = rundir.read_summary(runs / "short")
-    assert ray_summary.threads == 2  # as the local run: the same thread count, so the same rounding
-    assert strip(rundir.read_metrics(runs / "short")) == strip(rundir.read_metrics(runs / "short-2"))
+    assert evaluations(short_job.parent / "runs" / "short") == evaluations(short_job.parent / "runs" / "short-2")
 
 
-def test_a_model_trained_on_two_workers_loads_like_a_local_one(local_ray, short_job):
-    assert invoke("submit", short_job, "--workers", 2, "--iters", 50).exit_code == 0
-    run = short_job.parent / "runs" / "short"
-    state = rundir.load_model(run / rundir.MODEL)
-    assert not any(k.startswith("module.") for k in state["model"])  # no DDP prefix
-    result = invoke("eval", run, "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    assert f"test accuracy {rundir.read_summary(run).final_accuracy:.2f}%" in result.stdout
-
-
-def test_a_killed_worker_is_replaced_and_the_job_finishes_exactly(local_ray, short_job):
-    # rank 1 exits once, between the checkpoints at 100 and 150
+def test_two_workers_survive_a_killed_one_exactly_and_their_model_loads_like_a_local_one(local_ray, short_job):
+    # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train replaces it from the checkpoint
     result = invoke("submit", short_job, "--workers", 2, RNNJOB_FAULT="1:120")
-    assert result.exit_code == 0, result.output
     run = short_job.parent / "runs" / "short"
-    assert (run / ".fault-injected").exists()
-    summary = rundir.read_summary(run)
-    assert summary.restarts == 1 and summary.iterations == 200
-    assert [m["iteration"] for m in rundir.read_metrics(run)] == [50, 100, 150, 200]
-    assert rundir.load_model(run / rundir.MODEL)["iteration"] == 200
+    summary = trained(result, run, 2)
+    assert (run / ".fault-injected").exists() and summary.restarts == 1
+    state = rundir.load_model(run / rundir.MODEL)
+    assert state["iteration"] == 200 and not any(k.startswith("module.") for k in state["model"])  # no DDP prefix
+    evaluated = invoke("eval", run, "--device", "cpu")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert f"test accuracy {summary.final_accuracy:.2f}%" in evaluated.stdout
 
 
 @pytest.mark.parametrize("args,code,fragment", [
@@ -88,31 +77,8 @@ def test_a_malformed_fault_setting_is_refused(local_ray, short_job):
     assert not (short_job.parent / "runs").exists()
 
 
-def test_the_executable_starts_an_embedded_ray_and_streams_rank_0(tmp_path, mnist_root):
-    marks = tmp_path / "timeline.jsonl"
-    done = rnnjob("submit", JOBS / "smoke.yaml", "--out", tmp_path, "--set", f"data.root={mnist_root}", timeout=600,
-                  RNNJOB_TIMELINE=str(marks))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Ray dashboard: http://127.0.0.1:" in done.stdout
-    assert done.stdout.count("Iteration: 30. Loss: ") == 1 and done.stdout.count("Iteration: 60. Loss: ") == 1
-    summary = rundir.read_summary(tmp_path / "smoke")
-    assert summary.workers == 1 and summary.threads == 2 and summary.iterations == 60
-    assert done.stdout.strip().splitlines()[-1].startswith("done: ")
-    assert "PreemptionWatcher" not in done.stdout + done.stderr  # no such actor on one machine
-    # the timeline (benchmarks/overhead.py): the driver's marks and the worker's, which learnt the file from
-    # its train_loop_config, in the order a job's life goes
-    seen = [json.loads(line) for line in marks.read_text().splitlines()]
-    driver = {m["pid"] for m in seen if m["what"] == "driver process started"}
-    worker = {m["pid"] for m in seen if m["what"] == "worker function entered"}
-    assert len(driver) == len(worker) == 1 and driver != worker
-    order = ["driver process started", "ray started", "fit called", "worker process started",
-             "worker function entered", "model ready", "data loaded", "first step done", "loop ended", "fit returned",
-             "summary written", "ray left"]
-    firsts = [next(m["t"] for m in seen if m["what"] == what) for what in order]
-    assert firsts == sorted(firsts)
-
-
-def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
+def test_the_executable_starts_an_embedded_ray_shows_a_progress_bar_on_a_terminal_and_streams_rank_0(
+        tmp_path, mnist_root):
     import os
     import pty
     import subprocess
@@ -121,9 +87,10 @@ def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
 
     job = tmp_path / "bar.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "bar", iters=600, eval_every=300))
+    marks = tmp_path / "timeline.jsonl"
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([RNNJOB, "submit", str(job)], stdout=follower, stderr=follower, env=clean_env(),
-                            close_fds=True)
+    proc = subprocess.Popen([RNNJOB, "submit", str(job)], stdout=follower, stderr=follower, close_fds=True,
+                            env=clean_env(RNNJOB_TIMELINE=str(marks)))
     os.close(follower)
     seen = b""
     while True:
@@ -137,7 +104,21 @@ def test_submit_shows_a_progress_bar_on_a_terminal(tmp_path, mnist_root):
     assert proc.wait(timeout=600) == 0, seen.decode(errors="replace")[-2000:]
     text = seen.decode(errors="replace")
     assert "train" in text and "━" in text and "loss 2." in text  # rich's bar, fed by the workers' progress.json
-    assert rundir.read_summary(tmp_path / "runs" / "bar").status == "completed"
+    assert "Ray dashboard: http://127.0.0.1:" in text and "PreemptionWatcher" not in text  # none on one machine
+    assert text.count("Iteration: 300. Loss: ") == 1 and text.count("Iteration: 600. Loss: ") == 1  # rank 0's
+    summary = rundir.read_summary(tmp_path / "runs" / "bar")
+    assert summary.status == "completed" and summary.workers == 1 and summary.threads == 2
+    # the timeline (benchmarks/overhead.py): the driver's marks and the worker's, which learnt the file from
+    # its train_loop_config, in the order a job's life goes
+    marked = [json.loads(line) for line in marks.read_text().splitlines()]
+    driver = {m["pid"] for m in marked if m["what"] == "driver process started"}
+    worker = {m["pid"] for m in marked if m["what"] == "worker function entered"}
+    assert len(driver) == len(worker) == 1 and driver != worker
+    order = ["driver process started", "ray started", "fit called", "worker process started",
+             "worker function entered", "model ready", "data loaded", "first step done", "loop ended", "fit returned",
+             "summary written", "ray left"]
+    firsts = [next(m["t"] for m in marked if m["what"] == what) for what in order]
+    assert firsts == sorted(firsts)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -173,24 +154,21 @@ def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_jo
     assert summary.status == "failed" and summary.error == line.removeprefix("error: ")
 
 
-def test_model_c_on_two_workers_failed_after_1000_iterations_resumes_to_the_same_weights(local_ray, tmp_path,
-                                                                                          mnist_root):
-    common = ["--iters", 1200, "--workers", 2, "--set", "train.eval_every=200", "--set", f"data.root={mnist_root}"]
-    assert invoke("submit", JOBS / "model_c.yaml", "--out", tmp_path / "whole", *common).exit_code == 0
-    # rank 1 dies after iteration 1000's checkpoint, with no retry allowed: the job fails there
-    failed = invoke("submit", JOBS / "model_c.yaml", "--out", tmp_path / "parts", *common,
-                    "--set", "scaling.max_failures=0", RNNJOB_FAULT="1:1001")
+def test_two_workers_failed_after_a_checkpoint_resume_to_the_uninterrupted_weights(local_ray, tmp_path, mnist_root):
+    job = tmp_path / "exact.yaml"
+    job.write_text(job_text(mnist_root, tmp_path / "whole", "exact", iters=300, eval_every=100, hidden=32))
+    assert invoke("submit", job, "--workers", 2).exit_code == 0
+    # rank 1 dies after iteration 200's checkpoint, with no retry allowed: the job fails there
+    failed = invoke("submit", job, "--workers", 2, "--out", tmp_path / "parts", "--set", "scaling.max_failures=0",
+                    RNNJOB_FAULT="1:201")
     assert failed.exit_code == 1, failed.output
-    stopped = tmp_path / "parts" / "model_c"
-    assert rundir.read_summary(stopped).status == "failed" and rundir.load_model(stopped)["iteration"] == 1000
+    stopped = tmp_path / "parts" / "exact"
+    assert rundir.read_summary(stopped).status == "failed" and rundir.load_model(stopped)["iteration"] == 200
     resumed = invoke("resume", stopped, "--workers", 2)
     assert resumed.exit_code == 0, resumed.output
-    whole = tmp_path / "whole" / "model_c"
+    whole = tmp_path / "whole" / "exact"
     a, b = rundir.load_model(whole)["model"], rundir.load_model(stopped)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    def strip(run):
-        return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
-
-    assert strip(whole) == strip(stopped)
+    assert evaluations(whole) == evaluations(stopped)
     summary = rundir.read_summary(stopped)
-    assert summary.status == "completed" and summary.workers == 2 and summary.resumes[0]["iteration"] == 1000
+    assert summary.status == "completed" and summary.workers == 2 and summary.resumes[0]["iteration"] == 200
