@@ -8,11 +8,11 @@ Variants, each in its own process, alternating round by round (a b c ... g a b c
   (g) the grid jobs/compare_abc.yaml (models A, B, C) --address that running head
   (h) Ray Train's floor: a plain driver submitting a TorchTrainer of one worker that imports torch, reports
       once and returns, to that running head (benchmarks/ray_train_floor.py): the least any Ray Train job pays
-  (i) a grid of 12 single-worker trials (benchmarks/grid_12.yaml, model A's network) --address that head
-all model C (g: A, B and C; i: A), the same data, round r with seed first-seed + r for every variant. Reports medians of
-the timed rounds: wall seconds, training-loop seconds, samples per second, peak resident memory of
-the process tree, final accuracy, and each wall time as a ratio to (a): the ratio of the medians,
-and the median of the ratios within each round (this VM's speed drifts by tens of percent over
+  (i) a grid of 12 single-worker trials (benchmarks/grid_12.yaml, one tanh layer) --address that head
+all model C (g: A, B and C; i: one tanh layer), the same data, round r with seed first-seed + r for every
+variant. Reports medians of the timed rounds: wall seconds, training-loop seconds, samples per second,
+peak resident memory of the process tree, final accuracy, and each wall time as a ratio to (a): the ratio
+of the medians, and the median of the ratios within each round (this VM's speed drifts by tens of percent over
 minutes; neighbours in time see the same drift). Then (a) and (b) alone, alternating, at the next
 seeds up to --accuracy-seeds (default 10): one seed's accuracy is a draw, and the accuracy target is
 judged over all of them. Last, every seed's final accuracy and, for a run of 3000 iterations, each
