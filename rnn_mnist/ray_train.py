@@ -287,12 +287,19 @@ def session(echo):
         # ours, so that `rnnjob stop` or `kill` ends a run as Ctrl-C does, with its summary
         signal.signal(signal.SIGTERM, own_sigterm)
     timeline.mark("ray joined" if os.environ.get("RAY_ADDRESS") else "ray started")
+    lost = False
     try:
         if context.dashboard_url:
             echo(f"Ray dashboard: http://{context.dashboard_url}")
         yield
+    except ClusterLost:
+        # its head is gone: leaving it would wait on the dead head (up to rayenv's reconnect limit) before
+        # the caller could say so; Ray leaves it at the process's exit
+        lost = True
+        raise
     finally:
-        ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
+        if not lost:
+            ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
         timeline.mark("ray left")
 
 
@@ -440,6 +447,21 @@ class ClusterWatch:
         except OSError:
             return False
 
+    @staticmethod
+    def resources(wait_s: float = 2.0) -> Optional[dict]:
+        """The cluster's resources, or None where its head does not say within wait_s: a request to a head
+        that dies meanwhile waits for Ray's reconnect limit, and the look must not."""
+        got: dict = {}
+
+        def ask():
+            with contextlib.suppress(Exception):
+                got["have"] = ray.cluster_resources()
+
+        asking = threading.Thread(target=ask, name="rnnjob-cluster-resources", daemon=True)
+        asking.start()
+        asking.join(wait_s)
+        return got.get("have")
+
     def look(self) -> None:
         now = time.monotonic()
         if self.head_answers():
@@ -449,9 +471,8 @@ class ClusterWatch:
             if now - self.head_silent >= self.HEAD_GONE_S:
                 raise ClusterLost(self.lost(f"its head no longer answers: not for {self.HEAD_GONE_S:.0f} s"))
             return
-        try:
-            have = ray.cluster_resources()
-        except Exception:  # the GCS answers connections but not requests: the next look decides
+        have = self.resources()
+        if have is None:  # the GCS answers connections but not requests: the next look decides
             return
         s = self.spec.scaling
         need_cpu, need_gpu = s.workers * cpus_each(s), s.workers * (1 if s.gpu else 0)

@@ -35,6 +35,7 @@ from .errors import RunFailed
 
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
 
 
 def current_cluster() -> Path:
@@ -99,6 +100,11 @@ def configure() -> None:
     env = os.environ
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+    # how long a Ray process waits for a silent head (its GCS) before it ends itself (Ray's default: 60 s;
+    # Ray's GCS fault-tolerance guide names this setting). rnnjob's driver gives a lost head up after 10 s
+    # (ray_train.ClusterWatch) and writes the run's summary; leaving Ray can then block on the dead head, so
+    # Ray's own limit is what bounds the driver's end: well within a minute
+    env.setdefault(GCS_RECONNECT_ENV, "30")
     if on_loopback(env.get("RAY_ADDRESS")):
         env.setdefault(LOOPBACK_ENV, "0")
         env.setdefault(PREEMPTION_ENV, "0")

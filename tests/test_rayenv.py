@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import clean_env
 
 NAMES = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "RAY_USAGE_STATS_ENABLED",
-         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_gcs_rpc_server_reconnect_timeout_s")
 
 
 def settings(**env) -> dict:
@@ -25,7 +25,8 @@ def settings(**env) -> dict:
 def test_one_machine_stays_on_loopback_without_a_preemption_watcher(address):
     got = settings(**({"RAY_ADDRESS": address} if address else {}))
     assert got == {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-                   "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+                   "RAY_USAGE_STATS_ENABLED": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+                   "RAY_gcs_rpc_server_reconnect_timeout_s": "30"}
 
 
 def test_a_cluster_elsewhere_keeps_rays_own_defaults_for_addresses_and_preemption():
