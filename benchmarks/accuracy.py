@@ -1,7 +1,7 @@
 """`make bench-accuracy`: what each shipped job reaches. Runs `rnnjob run JOB --seed S --device cpu` for every
 job file named (default: the tutorial's models, their tuned recipes and the presets), one after another, and
 writes each run's figures (final and best test accuracy, training and wall seconds, threads, parameters) and
-the machine's description to benchmarks/results/accuracy-cpu-<time>.json; prints them as a table.
+the machine's description to benchmarks/results/accuracy-cpu-<time>.json, after every run; prints them as a table.
 
     python benchmarks/accuracy.py [--seeds 0] [--jobs model_a,model_b,...]
 """
@@ -42,16 +42,17 @@ def main():
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    rows = []
+    Path(args.results).mkdir(parents=True, exist_ok=True)
+    out = Path(args.results) / f"accuracy-cpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    machine, rows = bench.machine("cpu"), []
     for job in args.jobs.split(","):
         for seed in seeds:
             rows.append(run(job, seed))
             r = rows[-1]
             print(f"| `{job}.yaml` | {seed} | {r['final_accuracy']:.2f}% | {r['best_accuracy']:.2f}% | "
                   f"{r['iterations']} | {r['train_seconds']:.1f} | {r['threads']} | {r['params']:,} |", flush=True)
-    Path(args.results).mkdir(parents=True, exist_ok=True)
-    out = Path(args.results) / f"accuracy-cpu-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": bench.machine("cpu"), "runs": rows}, indent=2) + "\n")
+            # after every run: a run stopped part-way keeps what it measured
+            out.write_text(json.dumps({"machine": machine, "runs": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
