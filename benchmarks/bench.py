@@ -308,7 +308,7 @@ def main():
               + " ".join(f"{a:.2f}" for a in accuracy[v]))
     judged = verdicts(medians, args.device, accuracy) if args.iters == TARGET_ITERS else []
     for target, figures, met in judged:
-        print(f"target {target:<28}{figures:<28}{'met' if met else 'NOT MET'}")
+        print(f"target {target:<38} {figures:<28} {'met' if met else 'NOT MET'}")
     if args.iters != TARGET_ITERS:
         print(f"targets not judged: they are set for {TARGET_ITERS} iterations")
 
