@@ -18,16 +18,22 @@ FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", 
 RATIOS = {f"{kind}_ratio_to_{base}" for kind in ("wall", "round", "train") for base in "ab"}
 
 
+def script(name: str, results, pattern: str, *args, timeout: int = 900):
+    """Run benchmarks/<name> with --results `results`; it must succeed and write one results file matching
+    `pattern` there. Returns (the finished process, that file, its JSON)."""
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / name, *args, "--results", results],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (written,) = results.glob(pattern)
+    return done, written, json.loads(written.read_text())
+
+
 @pytest.mark.slow
 def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root):
     # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs
     only = "a,b,e,f,g,h,i"
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "bench.py", "--rounds", "1", "--accuracy-seeds", "2",
-                           "--iters", "300", "--first-seed", "4", "--only", only, "--results", tmp_path],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    (written,) = tmp_path.glob("bench-cpu-300-*.json")
-    report = json.loads(written.read_text())
+    done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1", "--accuracy-seeds",
+                                   "2", "--iters", "300", "--first-seed", "4", "--only", only)
     assert set(report["medians"]) == set(only.split(",")) and report["iters"] == 300 and report["rounds"] == 1
     floor = report["medians"].pop("h")  # Ray Train's floor trains nothing: its wall time is its figure
     assert set(floor) == {"wall_seconds", "peak_rss_mb"} | {r for r in RATIOS if not r.startswith("train")}
@@ -136,11 +142,8 @@ def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_path, mnist_root):
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "overhead.py", "--rounds", "1", "--iters", "30",
-                           "--only", "run,cluster", "--results", tmp_path],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(next(tmp_path.glob("overhead-cpu-30-*.json")).read_text())
+    done, _, report = script("overhead.py", tmp_path, "overhead-cpu-30-*.json", "--rounds", "1", "--iters", "30",
+                             "--only", "run,cluster")
     cluster, run = report["medians"]["cluster"], report["medians"]["run"]
     for phase in ("driver start and imports", "join or start Ray", "controller and worker start",
                   "worker imports, Ray Train and DDP set-up", "data load", "training: steps",
@@ -159,12 +162,9 @@ def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_
 
 @pytest.mark.slow
 def test_bench_tta_times_every_contender_to_both_targets_from_their_evaluations(tmp_path, mnist_root):
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "tta.py", "--rounds", "1", "--iters", "200",
-                           "--every", "100", "--target", "40", "--preset", ROOT / "jobs" / "smoke.yaml",
-                           "--preset-iters", "200", "--first-seed", "3", "--results", tmp_path],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(next(tmp_path.glob("tta-cpu-*.json")).read_text())
+    done, _, report = script("tta.py", tmp_path, "tta-cpu-*.json", "--rounds", "1", "--iters", "200", "--every", "100",
+                             "--target", "40", "--preset", ROOT / "jobs" / "smoke.yaml", "--preset-iters", "200",
+                             "--first-seed", "3")
     names = ["tutorial pipeline", "rnnjob run, the seed's recipe", "rnnjob run jobs/smoke.yaml"]
     assert list(report["runs"]) == list(report["table"]) == names
     for name in names:
@@ -185,10 +185,8 @@ def test_bench_tta_times_every_contender_to_both_targets_from_their_evaluations(
 
 @pytest.mark.slow
 def test_watch_cost_times_the_loop_with_and_without_its_publishers(tmp_path, mnist_root):
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "watch_cost.py", "--rounds", "2", "--iters", "30",
-                           "--results", tmp_path], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(next(tmp_path.glob("watch-cost-*.json")).read_text())
+    _, _, report = script("watch_cost.py", tmp_path, "watch-cost-*.json", "--rounds", "2", "--iters", "30",
+                          timeout=600)
     per_step = report["seconds_per_step"]
     assert set(per_step) == {"off", "files", "ray"} and all(len(v) == 2 and min(v) > 0 for v in per_step.values())
     for setting, figures in report["summary"].items():
@@ -199,10 +197,8 @@ def test_watch_cost_times_the_loop_with_and_without_its_publishers(tmp_path, mni
 
 @pytest.mark.slow
 def test_bench_accuracy_runs_each_job_at_each_seed_into_a_results_file(tmp_path, mnist_root):
-    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "accuracy.py", "--jobs", "smoke", "--seeds", "0,1",
-                           "--results", tmp_path], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(next(tmp_path.glob("accuracy-cpu-*.json")).read_text())
+    done, _, report = script("accuracy.py", tmp_path, "accuracy-cpu-*.json", "--jobs", "smoke", "--seeds", "0,1",
+                             timeout=600)
     assert [(r["job"], r["seed"]) for r in report["runs"]] == [("smoke", 0), ("smoke", 1)]
     assert all(0 < r["final_accuracy"] <= 100 and r["train_seconds"] > 0 for r in report["runs"])
     assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
