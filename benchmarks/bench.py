@@ -9,6 +9,7 @@ Variants, each in its own process, alternating round by round (a b c ... g a b c
   (h) Ray Train's floor: a plain driver submitting a TorchTrainer of one worker that imports torch, reports
       once and returns, to that running head (benchmarks/ray_train_floor.py): the least any Ray Train job pays
   (i) a grid of 12 single-worker trials (benchmarks/grid_12.yaml, one tanh layer) --address that head
+  (j) rnnjob run into s3:// on an S3 server on 127.0.0.1 (moto's, started once): the bucket's cost against (b)
 all model C (g: A, B and C; i: one tanh layer), the same data, round r with seed first-seed + r for every
 variant. Reports medians of the timed rounds: wall seconds, training-loop seconds, samples per second,
 peak resident memory of the process tree, final accuracy, and each wall time as a ratio to (a): the ratio
@@ -29,6 +30,7 @@ import json
 import os
 import platform
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -52,6 +54,7 @@ VARIANTS = {
     "g": "grid compare_abc, running head",
     "h": "Ray Train floor, running head",
     "i": "grid of 12 trials, running head",
+    "j": "rnnjob run into S3 (loopback)",
 }
 ON_HEAD = "eghi"  # the variants that need a running cluster (cluster/local.sh, started once for the run)
 GRIDS = {"g": ROOT / "jobs" / "compare_abc.yaml", "i": ROOT / "benchmarks" / "grid_12.yaml"}
@@ -84,6 +87,9 @@ def verdicts(medians: dict, device: str, accuracy: dict) -> list[tuple[str, str,
             out.append(("(e) - (h) <= 1.1x (b), per round", f"{over:.2f}x", over <= 1.1))
         out.append(("(e) loop s within 10% of (b)", f"{e['train_ratio_to_b']:.3f}x",
                     abs(e["train_ratio_to_b"] - 1) <= 0.10 + 1e-9))
+    if "j" in m and "b" in m:  # the bucket's cost: the same run into an S3 server on loopback, each round
+        out.append(("(j) wall <= 1.1x (b), per round", f"{m['j']['round_ratio_to_b']:.3f}x",
+                    m["j"]["round_ratio_to_b"] <= 1.1))
     for v, limit in (("g", 1.25), ("i", 1.2)):  # a grid should cost about its training, not a start per trial
         if v in m:
             bound = m[v]["train_seconds"] / m[v]["at_once"]
@@ -92,9 +98,11 @@ def verdicts(medians: dict, device: str, accuracy: dict) -> list[tuple[str, str,
     return out
 
 
-def command(variant: str, iters: int, seed: int, device: str, out: Path, head=None) -> list[str]:
-    job = [str(GRIDS.get(variant, ROOT / "jobs" / "model_c.yaml")),
-           "--iters", str(iters), "--seed", str(seed), "--out", str(out)]
+def command(variant: str, iters: int, seed: int, device: str, out, head=None) -> list[str]:
+    """out: a local folder, or (j) an s3:// URI."""
+    where = ["--set", f"output.storage={out}"] if variant == "j" else ["--out", str(out)]
+    job = [str(GRIDS.get(variant, ROOT / "jobs" / "model_c.yaml")), "--iters", str(iters), "--seed", str(seed),
+           *where]
     gpu = ["--gpu"] if device == "cuda" else []
     if variant == "a":
         return [str(BIN / "python"), str(ROOT / "benchmarks" / "seed_baseline.py"), "--root", str(ROOT / "data"),
@@ -104,7 +112,7 @@ def command(variant: str, iters: int, seed: int, device: str, out: Path, head=No
                 "--iters", str(iters), "--seed", str(seed)] + (["--gpu"] if device == "cuda" else [])
     if variant == "h":
         return [str(BIN / "python"), str(ROOT / "benchmarks" / "ray_train_floor.py"), "--address", head.address]
-    if variant == "b":
+    if variant in "bj":
         return [str(BIN / "rnnjob"), "run", *job, "--device", device]
     if variant in GRIDS:
         return [str(BIN / "rnnjob"), "submit", *job, "--address", head.address, *gpu]
@@ -144,6 +152,36 @@ class Head:
                            stdout=subprocess.DEVNULL)
 
 
+class S3:
+    """An S3 server (moto's, from the dev dependencies) on a free port of 127.0.0.1 with one bucket, for (j);
+    `down` ends its process group. env: the standard AWS variables that point rnnjob at it."""
+
+    def __init__(self):
+        port = free_port()
+        self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}
+        from pyarrow import fs
+
+        store = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="bench",
+                                secret_key="bench", region="us-east-1", allow_bucket_creation=True)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                store.create_dir("bench")
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("bench: the S3 server for (j) did not start") from None
+                time.sleep(0.2)
+
+    def down(self):
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
 def tree_rss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
@@ -154,10 +192,14 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def measure(variant: str, iters: int, seed: int, device: str, head=None) -> dict:
+def measure(variant: str, iters: int, seed: int, device: str, head=None, s3=None) -> dict:
     """One run of one variant in a fresh process: its wall time, peak tree memory and own figures."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{variant}-") as out:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+        place = out
+        if variant == "j":
+            env.update(s3.env)
+            place = f"s3://bench/{Path(out).name}"
         marks = Path(out) / "timeline.jsonl"
         env["RNNJOB_TIMELINE"] = str(marks)  # rnn_mnist/timeline.py: when the first step was done
         if variant in "fh":  # on loopback (../shared/RAY-NOTES.md), as rnnjob's own processes are
@@ -165,7 +207,7 @@ def measure(variant: str, iters: int, seed: int, device: str, head=None) -> dict
         if variant == "h":  # a plain driver sends the head's token only in token mode
             env["RAY_AUTH_MODE"] = "token"
         started = time.perf_counter()
-        proc = subprocess.Popen(command(variant, iters, seed, device, Path(out), head), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command(variant, iters, seed, device, place, head), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
         watched, peak = psutil.Process(proc.pid), 0
         while proc.poll() is None:
@@ -186,6 +228,11 @@ def measure(variant: str, iters: int, seed: int, device: str, head=None) -> dict
             figures = {"train_seconds": sum(t["train_seconds"] for t in trials),
                        "final_accuracy": max(t["final_accuracy"] for t in trials)}
             extra = {"trials": len(trials), "at_once": at_once}
+        elif variant == "j":
+            from rnn_mnist import rundir
+
+            os.environ.update(s3.env)
+            figures = rundir.read_summary(f"{place}/model_c").to_dict()
         else:
             figures = json.loads((Path(out) / "model_c" / "summary.json").read_text())
         if marks.exists():
@@ -233,13 +280,13 @@ def table(medians: dict, rounds: int, iters: int) -> str:
     return "\n".join(lines)
 
 
-def timed_rounds(args, chosen: list[str], head) -> dict:
+def timed_rounds(args, chosen: list[str], head, s3=None) -> dict:
     """The rounds that are timed: every variant once per round, round r with seed first-seed + r."""
     runs = {v: [] for v in chosen}
     for r in range(args.rounds):
         seed = args.first_seed + r
         for v in chosen:
-            runs[v].append({"seed": seed, **measure(v, args.iters, seed, args.device, head)})
+            runs[v].append({"seed": seed, **measure(v, args.iters, seed, args.device, head, s3)})
             print(f"round {r + 1}/{args.rounds} ({v}) {VARIANTS[v]}: {runs[v][-1]['wall_seconds']:.1f} s", flush=True)
     return runs
 
@@ -278,11 +325,14 @@ def main():
     chosen = [v for v in args.only.split(",") if v in VARIANTS]
 
     head = Head(args.address) if any(v in ON_HEAD for v in chosen) else None
+    s3 = S3() if "j" in chosen else None
     try:
-        runs = timed_rounds(args, chosen, head)
+        runs = timed_rounds(args, chosen, head, s3)
     finally:
         if head:
             head.down()
+        if s3:
+            s3.down()
     extra = accuracy_rounds(args, chosen)
     medians = {v: {k: statistics.median(run[k] for run in runs[v]) for k in runs[v][0] if k != "seed"}
                for v in chosen}

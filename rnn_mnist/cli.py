@@ -431,7 +431,9 @@ def _existing_folder(directory: str) -> None:
         fail(f"{directory}: {wrong}", 2)
     try:
         found = storage.is_dir(directory)
-    except (OSError, ValueError) as e:  # an unknown scheme, unreachable storage, missing credentials
+    except storage.StoreError as e:  # unreachable storage, refused credentials: the line names the location
+        fail(str(e), 1)
+    except (OSError, ValueError) as e:
         fail(f"{directory}: cannot read: {str(e).splitlines()[0]}", 1)
     if not found:
         fail(f"{directory}: no such directory", 2)

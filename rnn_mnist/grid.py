@@ -141,7 +141,7 @@ def _tuner(trainable, param_space: dict, config: tune.TuneConfig, name: str, fol
     # Tune's own settings (its SIGINT handler off, its console output, its warnings): rayenv.configure
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=config,
-        run_config=tune.RunConfig(name=name, storage_path=folder, verbose=0,
+        run_config=tune.RunConfig(name=name, storage_path=storage.for_ray(folder), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=max_failures, fail_fast=False),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
 
@@ -340,14 +340,14 @@ def run_search(search: sweep.Search, search_dir: str, at_once: int, fault: Optio
 
 def can_resume_search(search_dir: str) -> bool:
     """Whether Tune's record of a search's experiment is there to carry it on."""
-    return tune.Tuner.can_restore(storage.join(search_dir, EXPERIMENT))
+    return tune.Tuner.can_restore(storage.for_ray(storage.join(search_dir, EXPERIMENT)))
 
 
 def resume_search(search: sweep.Search, search_dir: str, fault: Optional[ray_train.Fault] = None) -> None:
     """Carry a search on where its Tune experiment stopped (Tune's Tuner.restore): its unfinished samples from
     their run directories, then the samples it had still to draw, drawn by its search algorithm as it was."""
     trainable, _ = _search_trainable(search, search_dir, fault)
-    tuner = tune.Tuner.restore(storage.join(search_dir, EXPERIMENT), trainable, resume_unfinished=True,
+    tuner = tune.Tuner.restore(storage.for_ray(storage.join(search_dir, EXPERIMENT)), trainable, resume_unfinished=True,
                                resume_errored=True)
     with _stops_gracefully():
         tuner.fit()

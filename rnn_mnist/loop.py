@@ -230,8 +230,6 @@ def _checkpoint(spec, model, optimizer, progress: Progress, setup: dict, run: Op
         if run:
             rundir.write_metrics(run, progress.history)
             rundir.save_model(run, state)
-        # after the files: the line means this evaluation is saved (a Ctrl-C after it keeps it)
-        say(f"Iteration: {record['iteration']}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
     hooks.report(record, state)
 
 
@@ -321,6 +319,10 @@ def fit(spec: JobSpec, device: torch.device, run: Optional[str] = None, hooks: O
                 done.history.append({"iteration": done.iteration, **record, "elapsed": done.elapsed})
                 _checkpoint(spec, model, optimizer, done, setup, run, hooks)
                 ticker.evaluation(done.history[-1])
+                if hooks.rank == 0:
+                    # after the files, Ray's report and the publishers (TensorBoard's events): the line means
+                    # this evaluation is kept everywhere (a Ctrl-C after it loses none of it)
+                    say(f"Iteration: {done.iteration}. Loss: {record['loss']}. Accuracy: {record['accuracy']:.2f}")
                 timeline.mark("evaluation reported")
                 reached = rundir.reached_target(spec, done.history)  # the same on every worker: all stop together
                 clock = time.perf_counter()

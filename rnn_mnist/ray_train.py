@@ -364,7 +364,7 @@ def trainer(spec: specs.JobSpec, run: str, fault: Optional[Fault] = None, callba
         run_config=ray.train.RunConfig(
             # a resumed run's Ray storage is new: Ray Train would otherwise restore the earlier attempt's
             # checkpoints itself, and the resume would pass for a worker restart
-            name=time.strftime("ray-resumed-%Y%m%d-%H%M%S") if resume else "ray", storage_path=run,
+            name=time.strftime("ray-resumed-%Y%m%d-%H%M%S") if resume else "ray", storage_path=storage.for_ray(run),
             failure_config=ray.train.FailureConfig(max_failures=spec.scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),

@@ -200,9 +200,11 @@ class SearchRecord:
 
 
 def check_place(out_dir) -> None:
-    """Refuse, before anything starts, a folder for run directories that cannot be made or written: one below
-    a file, or one this user cannot write in. (An object store is tried when the run directory is made.)"""
+    """Refuse, before anything starts, a place for run directories that cannot be made or written: a folder
+    below a file, or one this user cannot write in; a URI whose bucket is missing or whose store cannot be
+    reached or refuses the credentials."""
     if storage.is_uri(out_dir):
+        storage.check(out_dir)
         return
     for place in (Path(out_dir), *Path(out_dir).parents):
         if place.exists():
@@ -241,12 +243,15 @@ def lock(run):
 
 
 def running(run) -> bool:
-    """Whether a process trains into `run` right now (its lock is held; on an object store: it reported
-    progress in the last STALE_S seconds, or it has no summary and nothing else to go by)."""
+    """Whether a process trains into `run` right now (its lock is held; on an object store: it has no
+    summary, which is the last thing a run writes and the first a resume removes, and it reported progress
+    in the last STALE_S seconds or has no progress to go by yet)."""
     if storage.is_uri(run):
         place = storage.join(run, PROGRESS)
+        if has_summary(run):
+            return False
         if not storage.exists(place):
-            return not has_summary(run)
+            return True
         try:
             return time.time() - json.loads(storage.read_bytes(place)).get("updated", 0) < STALE_S
         except ValueError:

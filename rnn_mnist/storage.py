@@ -1,12 +1,22 @@
 """Where run directories live: a local (or shared) folder, or a URI that pyarrow's file systems
-know (s3://, gs://, file://, ...). Locations are plain strings; local ones stay as the user wrote them."""
+know (s3://, gs://, file://, ...). Locations are plain strings; local ones stay as the user wrote them.
 
+An s3:// location takes its endpoint and credentials the standard way: AWS_ENDPOINT_URL (any S3-compatible
+store), AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws, an instance role or service account;
+pyarrow's URI options (`?endpoint_override=...&region=...`) work too. A store that cannot be reached or
+refuses a request is one line (StoreError) naming the location, never pyarrow's traceback."""
+
+import contextlib
+import functools
+import os
 import posixpath
 import re
 import uuid
 from pathlib import Path
 from typing import Optional
+from urllib.parse import parse_qs, urlencode
 
+from .errors import BadInput, RunFailed
 from .files import atomic_write
 
 
@@ -18,6 +28,7 @@ def _pafs():
 
 # pyarrow's file systems; s3 and gs need credentials where the job runs, file:// is a local path
 SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+BUCKETS = ("s3", "gs", "gcs")  # object stores whose first path part is a bucket
 _ALMOST_URI = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/(?!/)")
 
 
@@ -40,11 +51,97 @@ def problem(location) -> Optional[str]:
     return None
 
 
+class StoreError(RunFailed):
+    """An object store could not be reached or refused a request (exit 1); the message names the location."""
+
+
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"  # as boto3 and the AWS CLI read it
+
+
+def _with_endpoint(uri: str) -> str:
+    """An s3:// URI with AWS_ENDPOINT_URL as its endpoint_override (and scheme), unless the URI names its
+    own: every pyarrow version then reaches the same store, and so does Ray Train, which gets the URI."""
+    endpoint = os.environ.get(ENDPOINT_ENV, "").strip()
+    base, _, query = uri.partition("?")
+    options = parse_qs(query)
+    if not endpoint or not base.lower().startswith("s3://") or "endpoint_override" in options:
+        return uri
+    scheme, _, host = endpoint.rstrip("/").rpartition("://")
+    options["endpoint_override"] = [host or endpoint]
+    if scheme in ("http", "https") and "scheme" not in options:
+        options["scheme"] = [scheme]
+    return f"{base}?{urlencode(options, doseq=True)}"
+
+
+def _reason(error: Exception) -> str:
+    """pyarrow's message in one line, said plainly where the AWS SDK names the cause."""
+    text = " ".join(str(error).split())
+    for noise in (" No response body.", "; Details:"):
+        text = text.split(noise)[0]
+    text = text.rstrip(": ")
+    if "ACCESS_DENIED" in text or "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+        return ("the store refused the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+                f"or the node's role): {text[:200]}")
+    if "NETWORK_CONNECTION" in text:
+        where = os.environ.get(ENDPOINT_ENV) or "its endpoint"
+        return f"cannot reach the store at {where}: {text[:200]}"
+    return text[:300]
+
+
+@contextlib.contextmanager
+def _talking_to(location):
+    """Turn what a URI's file system raises into one StoreError line naming the location."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (OSError, ValueError) as e:  # pyarrow's IOError and ArrowInvalid (a malformed URI)
+        if not is_uri(location):
+            raise
+        raise StoreError(f"{location}: {_reason(e)}") from None
+
+
+def _on_store(fn):
+    """For the functions below that take a location first: errors of a URI's store are one line."""
+
+    @functools.wraps(fn)
+    def wrapped(location, *args, **kwargs):
+        with _talking_to(location):
+            return fn(location, *args, **kwargs)
+
+    return wrapped
+
+
 def _fs(location):
     """(pyarrow file system, path in it)."""
     if is_uri(location):
-        return _pafs().FileSystem.from_uri(str(location))
+        return _pafs().FileSystem.from_uri(_with_endpoint(str(location)))
     return _pafs().LocalFileSystem(), str(Path(location).resolve())
+
+
+def for_ray(location):
+    """The storage path to hand Ray Train and Tune for a location (an s3:// URI with its endpoint)."""
+    return _with_endpoint(str(location)) if is_uri(location) else location
+
+
+def check(location) -> None:
+    """Refuse, before anything is made, a URI whose store cannot take runs: its bucket missing, the store
+    unreachable, the credentials refused (BadInput, one line). Local folders: see rundir.check_place."""
+    if not is_uri(location):
+        return
+    try:
+        fs, path = _fs(location)
+        if str(location).split("://", 1)[0].lower() not in BUCKETS:
+            return
+        bucket = path.split("/", 1)[0]
+        if fs.get_file_info(bucket).type == _pafs().FileType.NotFound:
+            raise BadInput(f"output.storage: {location}: no bucket {bucket!r} there"
+                           + (f" (at {os.environ[ENDPOINT_ENV]})" if os.environ.get(ENDPOINT_ENV) else ""))
+        fs.get_file_info(path)  # a request the credentials must pass
+    except (OSError, ValueError) as e:
+        if isinstance(e, BadInput):
+            raise
+        raise BadInput(f"output.storage: {location}: {_reason(e)}") from None
 
 
 def basename(location) -> str:
@@ -65,6 +162,7 @@ def join(location, *names) -> str:
     return str(Path(location, *names))
 
 
+@_on_store
 def write_bytes(location, data: bytes) -> None:
     if not is_uri(location):
         atomic_write(Path(location), data)  # readers never see half a file
@@ -74,6 +172,7 @@ def write_bytes(location, data: bytes) -> None:
         f.write(data)
 
 
+@_on_store
 def read_bytes(location) -> bytes:
     if not is_uri(location):
         return Path(location).read_bytes()
@@ -82,6 +181,7 @@ def read_bytes(location) -> bytes:
         return f.read()
 
 
+@_on_store
 def remove(location) -> None:
     """Delete a file if it is there."""
     if not is_uri(location):
@@ -92,6 +192,7 @@ def remove(location) -> None:
         fs.delete_file(path)
 
 
+@_on_store
 def exists(location) -> bool:
     if not is_uri(location):
         return Path(location).exists()
@@ -99,6 +200,7 @@ def exists(location) -> bool:
     return fs.get_file_info(path).type != _pafs().FileType.NotFound
 
 
+@_on_store
 def is_dir(location) -> bool:
     if not is_uri(location):
         return Path(location).is_dir()
@@ -106,6 +208,7 @@ def is_dir(location) -> bool:
     return fs.get_file_info(path).type == _pafs().FileType.Directory
 
 
+@_on_store
 def make_new_dir(location) -> bool:
     """Create the folder; False if it was there already (atomic on a local or shared file system)."""
     if not is_uri(location):
@@ -128,6 +231,7 @@ def make_new_dir(location) -> bool:
     return len(fs.get_file_info(_pafs().FileSelector(claims))) == 1
 
 
+@_on_store
 def folders_holding(root, name: str) -> list[str]:
     """Every folder at or below root that holds a file called `name`, as locations, sorted."""
     fs, path = _fs(root)

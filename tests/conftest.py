@@ -1,5 +1,6 @@
 """The test session's set-up and fixtures: the real data, job files, Ray. Helpers: tests/helpers.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -58,6 +59,60 @@ def job_file(tmp_path, mnist_root):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's) on 127.0.0.1 for the session, which checks credentials: one user
+    with keys made through its IAM API, a bucket made with those keys. Yields the variables a user sets
+    (AWS_ENDPOINT_URL, the keys, a region) and the bucket's URI."""
+    import signal
+    import time
+    import urllib.request
+
+    boto3 = pytest.importorskip("boto3", reason="moto[server] (a dev dependency) is not installed")
+    port, log = free_port(), tmp_path_factory.mktemp("s3") / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
+    # the first three requests (the IAM user, its policy, its keys) are let through; then every request
+    # must carry that user's keys
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              start_new_session=True, env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="none",
+                           aws_secret_access_key="none")
+        iam.create_user(UserName="rnnjob")
+        iam.put_user_policy(UserName="rnnjob", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="rnnjob")["AccessKey"]
+        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+               "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": "us-east-1",
+               # nothing of this machine's own AWS set-up, and never the instance metadata service
+               "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+               "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                     aws_secret_access_key=key["SecretAccessKey"]).create_bucket(Bucket="rnnjob-test")
+        yield {"env": env, "bucket": "s3://rnnjob-test", "endpoint": endpoint}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, request):
+    """The S3 server's variables in this process's environment (so in every command a test starts), and a
+    fresh prefix in its bucket for this test: yields that s3:// URI."""
+    for name, value in s3_server["env"].items():
+        monkeypatch.setenv(name, value)
+    return f"{s3_server['bucket']}/{request.node.name.replace('[', '-').replace(']', '')}-{os.getpid()}"
 
 
 @pytest.fixture(scope="module")

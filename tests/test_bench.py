@@ -31,7 +31,7 @@ def script(name: str, results, pattern: str, *args, timeout: int = 900):
 @pytest.mark.slow
 def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root):
     # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs
-    only = "a,b,e,f,g,h,i"
+    only = "a,b,e,f,g,h,i,j"
     done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1", "--accuracy-seeds",
                                    "2", "--iters", "300", "--first-seed", "4", "--only", only)
     assert set(report["medians"]) == set(only.split(",")) and report["iters"] == 300 and report["rounds"] == 1
@@ -41,7 +41,7 @@ def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_
     assert report["medians"]["e"]["beyond_floor_ratio_to_b"] == pytest.approx(
         (report["runs"]["e"][0]["wall_seconds"] - floor["wall_seconds"]) / report["runs"]["b"][0]["wall_seconds"])
     for variant, m in report["medians"].items():
-        timed = {"to_first_step_seconds"} if variant in "bcdegi" else set()  # rnnjob's own timeline marks
+        timed = {"to_first_step_seconds"} if variant in "bcdegij" else set()  # rnnjob's own timeline marks
         grid = {"trials", "at_once"} if variant in "gi" else set()
         beyond = {"beyond_floor_ratio_to_b"} if variant == "e" else set()
         assert set(m) == FIELDS | RATIOS | timed | grid | beyond, variant
@@ -56,7 +56,9 @@ def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_
     assert (report["medians"]["i"]["trials"], report["medians"]["i"]["at_once"]) == (12, 2)
     assert report["medians"]["a"]["wall_ratio_to_a"] == report["medians"]["a"]["round_ratio_to_a"] == 1.0
     assert report["medians"]["b"]["train_ratio_to_b"] == 1.0
-    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4] * 7
+    assert [run["seed"] for runs in report["runs"].values() for run in runs] == [4] * 8
+    # (j): the same run as (b), into a bucket of an S3 server on loopback: the same numbers
+    assert report["runs"]["j"][0]["final_accuracy"] == report["runs"]["b"][0]["final_accuracy"]
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"] and report["machine"]["ray"]
     for line in ("(a) tutorial pipeline", "(b) rnnjob run", "(e) submit -w 1, running head",
                  "(f) tutorial in Ray Train", str(written)):
@@ -95,6 +97,12 @@ def test_the_overhead_targets_are_met_at_their_bounds_and_not_past_them():
                    "(g) wall <= 1.25x loop s / at once": True, "(i) wall <= 1.2x loop s / at once": True}
     past = overhead_medians(beyond=1.11, e_train=0.89, g_wall=62.6, i_wall=60.1)
     assert not any(ok for _, _, ok in bench.verdicts(past, "cpu", {}))
+
+
+def test_the_buckets_cost_is_judged_against_rnnjob_run_in_the_same_round():
+    judged = bench.verdicts({"b": {"wall_seconds": 60.0}, "j": {"round_ratio_to_b": 1.1}}, "cpu", {})
+    assert judged == [("(j) wall <= 1.1x (b), per round", "1.100x", True)]
+    assert bench.verdicts({"b": {}, "j": {"round_ratio_to_b": 1.101}}, "cpu", {})[0][2] is False
 
 
 def accuracy(a=(96.0, 90.0, 97.0), b=(95.5, 99.0, 80.0)):

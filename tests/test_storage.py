@@ -1,5 +1,5 @@
-"""Run directory locations: local folders and URIs (pyarrow's file systems; file:// stands in here for
-s3:// and gs://, which take the same code path)."""
+"""Run directory locations: local folders and URIs (pyarrow's file systems): file://, and s3:// on a real S3
+server on 127.0.0.1 (tests/test_s3.py runs every command against it)."""
 
 import pytest
 
@@ -7,8 +7,10 @@ from rnn_mnist import rundir, storage
 from tests.helpers import invoke
 
 
-@pytest.fixture(params=["folder", "uri"])
+@pytest.fixture(params=["folder", "uri", "s3"])
 def root(request, tmp_path):
+    if request.param == "s3":
+        return request.getfixturevalue("s3")
     return str(tmp_path) if request.param == "folder" else f"file://{tmp_path}"
 
 
@@ -40,10 +42,15 @@ def test_a_run_writes_its_directory_into_a_uri(job_file, tmp_path):
     assert table.exit_code == 0 and table.stdout.splitlines()[1].startswith("remote,rnn,tanh,1,16,")
 
 
-def test_racing_claims_on_an_object_store_give_a_name_to_one_run_at_most(tmp_path):
+@pytest.fixture(params=["uri", "s3"])
+def store(request, tmp_path):
+    return request.getfixturevalue("s3") if request.param == "s3" else f"file://{tmp_path}"
+
+
+def test_racing_claims_on_an_object_store_give_a_name_to_one_run_at_most(store):
     import threading
 
-    place = f"file://{tmp_path}/runs/job"
+    place = f"{store}/runs/job"
     start, won = threading.Barrier(12), []
 
     def claim():
@@ -58,14 +65,14 @@ def test_racing_claims_on_an_object_store_give_a_name_to_one_run_at_most(tmp_pat
     assert won.count(True) <= 1
 
 
-def test_runs_racing_on_an_object_store_get_different_directories(tmp_path):
+def test_runs_racing_on_an_object_store_get_different_directories(store):
     import threading
 
     start, made = threading.Barrier(8), []
 
     def create():
         start.wait()
-        made.append(rundir.create(f"file://{tmp_path}/runs", "job"))
+        made.append(rundir.create(f"{store}/runs", "job"))
 
     threads = [threading.Thread(target=create) for _ in range(8)]
     for t in threads:

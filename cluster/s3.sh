@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# An S3-compatible server on 127.0.0.1 to try `output.storage: s3://...` without a cloud account.
+#
+#   cluster/s3.sh up [--port P] [--bucket B]   start moto's S3 server (default port 9000, bucket rnnjob)
+#   cluster/s3.sh down                         end what `up` started, and nothing else
+#   cluster/s3.sh status                       whether it runs, and where
+#
+# The server is moto's (`moto_server`, in rnnjob's dev dependencies, which `make` installs); it keeps
+# its objects in memory, so `down` forgets them. rnnjob reaches it, as it reaches AWS or any other
+# S3-compatible store, through the standard variables `up` prints: AWS_ENDPOINT_URL and a key pair.
+# This server accepts any key; a real store checks them.
+#
+# Environment: RNNJOB_S3_STATE (default ~/.cache/rnnjob/s3, a 0700 folder of ours) holds what `up`
+# started; PYTHON the Python whose moto_server and pyarrow are used (default .venv/bin/python).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+state=${RNNJOB_S3_STATE:-$HOME/.cache/rnnjob/s3}
+python=${PYTHON:-$here/../.venv/bin/python}
+
+die() { echo "cluster/s3.sh: $*" >&2; exit 1; }
+
+own_state() {  # a folder only we can write, or refuse: its files decide what `down` signals
+  mkdir -p -m 0700 "$state"
+  [ -O "$state" ] && [ ! -L "$state" ] || die "$state is not a folder of this user's; set RNNJOB_S3_STATE"
+  chmod 0700 "$state"
+}
+
+start_time() {  # a process's start time in clock ticks since boot (field 22 of /proc/PID/stat)
+  awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null
+}
+
+ours() {  # whether the recorded pid is still the process `up` started: same start time
+  local pid
+  [ -e "$state/pid" ] || return 1
+  pid=$(cat "$state/pid")
+  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 1
+  [ "$(start_time "$pid")" = "$(cat "$state/started")" ]
+}
+
+exports() {
+  echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$(cat "$state/port") AWS_ACCESS_KEY_ID=rnnjob" \
+       "AWS_SECRET_ACCESS_KEY=rnnjob AWS_DEFAULT_REGION=us-east-1"
+}
+
+up() {
+  local port=9000 bucket=rnnjob
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --port) port=$2; shift 2 ;;
+      --bucket) bucket=$2; shift 2 ;;
+      *) die "unknown option $1 (use --port P, --bucket B)" ;;
+    esac
+  done
+  [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "--port takes a port number"
+  [[ $bucket =~ ^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$ ]] || die "--bucket takes an S3 bucket name (3-63 of a-z 0-9 . -)"
+  local moto
+  moto=$(dirname "$python")/moto_server
+  [ -x "$moto" ] || die "no moto_server next to $python: run make setup (rnnjob's dev dependencies) or set PYTHON"
+  own_state
+  ! ours || die "the S3 server is already up (pid $(cat "$state/pid")); run cluster/s3.sh down first"
+  setsid "$moto" -H 127.0.0.1 -p "$port" >"$state/s3.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$state/pid"
+  echo "$port" >"$state/port"
+  sleep 0.2
+  start_time "$pid" >"$state/started"
+  # the bucket, made through pyarrow as rnnjob talks to the store; tried until the server answers
+  "$python" - "$port" "$bucket" <<'EOF' || { down >/dev/null; die "the server did not start; see $state/s3.log"; }
+import sys, time
+from pyarrow import fs
+port, bucket = sys.argv[1], sys.argv[2]
+store = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="rnnjob",
+                        secret_key="rnnjob", region="us-east-1", allow_bucket_creation=True)
+for _ in range(150):
+    try:
+        store.create_dir(bucket)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit(1)
+EOF
+  echo "S3 server up: http://127.0.0.1:$port, bucket s3://$bucket (in memory: down forgets it)"
+  echo "  point rnnjob at it:  $(exports)"
+  echo "  then:                rnnjob run jobs/smoke.yaml --set output.storage=s3://$bucket/runs"
+  echo "  stop:                cluster/s3.sh down"
+}
+
+down() {
+  [ -e "$state/pid" ] || { echo "no S3 server from cluster/s3.sh is up"; return 0; }
+  [ -O "$state" ] || die "$state is not a folder of this user's; not signalling anything"
+  if ours; then
+    local pid
+    pid=$(cat "$state/pid")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+  else
+    echo "the recorded S3 server has ended already (or its pid is another process's now): nothing signalled"
+  fi
+  rm -f "$state/pid" "$state/started" "$state/port"
+  echo "S3 server down"
+}
+
+status() {
+  if ours; then
+    echo "S3 server up: http://127.0.0.1:$(cat "$state/port")  (pid $(cat "$state/pid"))"
+    echo "  $(exports)"
+  else
+    echo "no S3 server from cluster/s3.sh is up"
+  fi
+}
+
+case ${1:-} in
+  up) shift; up "$@" ;;
+  down) down ;;
+  status) status ;;
+  *) die "usage: cluster/s3.sh up [--port P] [--bucket B] | down | status" ;;
+esac
