@@ -41,9 +41,12 @@ def problem(location) -> Optional[str]:
     that lost a slash (s3:/bucket would otherwise be a local folder named 's3:')."""
     text = str(location)
     if is_uri(text):
-        scheme = text.split("://", 1)[0].lower()
-        if scheme not in SCHEMES:
-            return f"unknown scheme {scheme[:20]!r} (known: {', '.join(SCHEMES)})"
+        scheme, rest = text.split("://", 1)
+        if scheme.lower() not in SCHEMES:
+            return f"unknown scheme {scheme.lower()[:20]!r} (known: {', '.join(SCHEMES)})"
+        if "@" in rest.split("/", 1)[0]:  # s3://KEY:SECRET@bucket: the keys would be in files and lines
+            return ("credentials in the URI are refused (they would be written into the run's files); give them "
+                    "the standard ways: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, a role")
         return None
     almost = _ALMOST_URI.match(text)
     if almost and almost.group(1).lower() in SCHEMES:
@@ -55,22 +58,27 @@ class StoreError(RunFailed):
     """An object store could not be reached or refused a request (exit 1); the message names the location."""
 
 
-ENDPOINT_ENV = "AWS_ENDPOINT_URL"  # as boto3 and the AWS CLI read it
+ENDPOINT_ENVS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")  # as boto3 and the AWS CLI read them, first first
+
+
+def endpoint() -> str:
+    """The S3 endpoint the standard variables name, or ""."""
+    return next((os.environ[name].strip() for name in ENDPOINT_ENVS if os.environ.get(name, "").strip()), "")
 
 
 def _with_endpoint(uri: str) -> str:
     """An s3:// URI with AWS_ENDPOINT_URL as its endpoint_override (and scheme), unless the URI names its
     own: every pyarrow version then reaches the same store, and so does Ray Train, which gets the URI."""
-    endpoint = os.environ.get(ENDPOINT_ENV, "").strip()
+    endpoint_url = endpoint()
     base, _, query = uri.partition("?")
     options = parse_qs(query)
-    if not endpoint or not base.lower().startswith("s3://") or "endpoint_override" in options:
+    if not endpoint_url or not base.lower().startswith("s3://") or "endpoint_override" in options:
         return uri
-    scheme, _, host = endpoint.rstrip("/").rpartition("://")
-    options["endpoint_override"] = [host or endpoint]
+    scheme, _, host = endpoint_url.rstrip("/").rpartition("://")
+    options["endpoint_override"] = [host or endpoint_url]
     if scheme in ("http", "https") and "scheme" not in options:
         options["scheme"] = [scheme]
-    return f"{base}?{urlencode(options, doseq=True)}"
+    return f"{base}?{urlencode(options, doseq=True, safe=':')}"
 
 
 def _reason(error: Exception) -> str:
@@ -83,7 +91,7 @@ def _reason(error: Exception) -> str:
         return ("the store refused the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
                 f"or the node's role): {text[:200]}")
     if "NETWORK_CONNECTION" in text:
-        where = os.environ.get(ENDPOINT_ENV) or "its endpoint"
+        where = endpoint() or "its endpoint"
         return f"cannot reach the store at {where}: {text[:200]}"
     return text[:300]
 
@@ -136,7 +144,7 @@ def check(location) -> None:
         bucket = path.split("/", 1)[0]
         if fs.get_file_info(bucket).type == _pafs().FileType.NotFound:
             raise BadInput(f"output.storage: {location}: no bucket {bucket!r} there"
-                           + (f" (at {os.environ[ENDPOINT_ENV]})" if os.environ.get(ENDPOINT_ENV) else ""))
+                           + (f" (at {endpoint()})" if endpoint() else ""))
         fs.get_file_info(path)  # a request the credentials must pass
     except (OSError, ValueError) as e:
         if isinstance(e, BadInput):
@@ -144,21 +152,29 @@ def check(location) -> None:
         raise BadInput(f"output.storage: {location}: {_reason(e)}") from None
 
 
+def _options(location) -> tuple[str, str]:
+    """(a URI without its options, "?options" or ""): paths are built on the first, the options kept."""
+    base, mark, query = str(location).partition("?")
+    return base, mark + query
+
+
 def basename(location) -> str:
     """The last part of a location: a run directory's name."""
-    return posixpath.basename(str(location).rstrip("/"))
+    return posixpath.basename(_options(location)[0].rstrip("/"))
 
 
 def parent(location) -> str:
     """The folder a location is in."""
     if is_uri(location):
-        return posixpath.dirname(str(location).rstrip("/"))
+        base, query = _options(location)
+        return posixpath.dirname(base.rstrip("/")) + query
     return str(Path(location).parent)
 
 
 def join(location, *names) -> str:
     if is_uri(location):
-        return posixpath.join(str(location), *names)
+        base, query = _options(location)
+        return posixpath.join(base, *names) + query
     return str(Path(location, *names))
 
 
@@ -244,7 +260,7 @@ def folders_holding(root, name: str) -> list[str]:
 
 def relative(location, root) -> str:
     """location's path below root, e.g. compare_abc/model_a; root's own name if they are the same."""
-    path, base = (str(location), str(root)) if is_uri(location) else (str(Path(location).resolve()),
-                                                                       str(Path(root).resolve()))
+    path, base = ((_options(location)[0], _options(root)[0]) if is_uri(location)
+                  else (str(Path(location).resolve()), str(Path(root).resolve())))
     rel = posixpath.relpath(path, base)
     return posixpath.basename(path.rstrip("/")) if rel == "." else rel

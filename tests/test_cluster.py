@@ -1,6 +1,6 @@
 """cluster/local.sh: a real two-node Ray cluster (head and worker node each in a network namespace the
-script makes and removes, on a private bridge with no way out), and what `up` and `down` do when a
-node cannot start."""
+script makes and removes, on a private bridge with no way out) with an S3 server on the bridge's host
+address, and what `up` and `down` do when a node cannot start."""
 
 import shutil
 import subprocess
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from rnn_mnist import rundir
+from rnn_mnist import rundir, storage
 from tests.helpers import RAY, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
 
 pytestmark = pytest.mark.slow
@@ -16,19 +16,57 @@ NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
+def cluster_and_bucket(tmp_path_factory):
+    """The two-node cluster, and an S3 server (moto's) on the bridge's host address, which both namespaces
+    reach: the nodes start with the standard AWS variables that point at it, as nodes of a real cluster
+    carry their own credentials (an instance role). Yields (the Jobs API address, those variables)."""
+    import os
+    import signal
+    import sys
+
     state = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    aws = {"AWS_ENDPOINT_URL": f"http://10.214.7.254:{port}", "AWS_ACCESS_KEY_ID": "rnnjob",
+           "AWS_SECRET_ACCESS_KEY": "rnnjob-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     settings = {**NET, "RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
-    up = cluster("up", "--workers", 1, "--cpus", 1, **settings)
+    up = cluster("up", "--workers", 1, "--cpus", 1, **settings, **aws)
     assert up.returncode == 0, up.stdout + up.stderr
     pids = recorded_pids(state)
-    yield f"http://10.214.7.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}"
-    down = cluster("down", timeout=120, **settings)
+    # the bridge exists now: the server listens on its host address only
+    log = state.parent / "moto.log"
+    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "10.214.7.254",
+                               "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        import boto3
+        from botocore.exceptions import EndpointConnectionError
+
+        s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                          aws_access_key_id="rnnjob", aws_secret_access_key="rnnjob-secret")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                s3.create_bucket(Bucket="nodes")
+                break
+            except EndpointConnectionError:  # not listening yet
+                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+        yield f"http://10.214.7.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}", aws
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        down = cluster("down", timeout=120, **settings)
     assert down.returncode == 0, down.stderr
     assert pgroups_alive(pids) == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "rnntest" not in links and "rnntest" not in namespaces
+
+
+@pytest.fixture(scope="module")
+def two_nodes(cluster_and_bucket):
+    return cluster_and_bucket[0]
 
 
 def test_each_node_is_its_own_ray_node(two_nodes):
@@ -50,6 +88,25 @@ def test_a_two_worker_job_runs_one_worker_per_node_into_shared_storage(two_nodes
     assert len(summary.nodes) == 2 and len(set(summary.nodes)) == 2  # 1 CPU per node: one worker each
     assert summary.gradient_sync == "gloo"
     assert [m["iteration"] for m in rundir.read_metrics(shared / "spread")] == [20, 40]
+
+
+def test_a_two_worker_job_on_two_nodes_writes_its_run_into_a_bucket(cluster_and_bucket, tmp_path, mnist_root,
+                                                                      monkeypatch):
+    address, aws = cluster_and_bucket
+    job = tmp_path / "bucketed.yaml"
+    job.write_text(f"model: {{hidden_dim: 16}}\ntrain: {{iters: 40, eval_every: 20, lr: 0.1}}\n"
+                   f"data: {{root: {mnist_root}}}\noutput: {{storage: s3://nodes/runs}}\n")
+    done = rnnjob("submit", job, "--address", address, "--workers", 2, **aws)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name, value in aws.items():  # this process reads the bucket as the driver did
+        monkeypatch.setenv(name, value)
+    run = "s3://nodes/runs/bucketed"
+    summary = rundir.read_summary(run)
+    assert summary.workers == 2 and summary.status == "completed" and len(set(summary.nodes)) == 2
+    assert [m["iteration"] for m in rundir.read_metrics(run)] == [20, 40]
+    assert rundir.load_model(run)["iteration"] == 40 and storage.exists(storage.join(run, "ray"))
+    watched = rnnjob("watch", run, **aws)
+    assert watched.returncode == 0 and "bucketed: completed, 40/40 iterations" in watched.stdout, watched.stderr
 
 
 def test_a_token_sent_over_plain_http_off_loopback_is_one_warning_line(two_nodes):

@@ -126,7 +126,7 @@ def test_two_runs_started_at_once_with_one_name_get_two_directories(s3, tmp_path
     assert all(rundir.read_summary(f"{s3}/{name}").status == "completed" for name in names)
 
 
-@pytest.mark.parametrize("case", ["credentials", "bucket", "endpoint", "scheme"])
+@pytest.mark.parametrize("case", ["credentials", "bucket", "endpoint", "scheme", "keys-in-uri"])
 def test_a_store_that_cannot_take_runs_is_one_line_and_nothing_is_made(case, s3, tmp_path, mnist_root):
     job = tmp_path / "job.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "never", iters=20, eval_every=10))
@@ -140,12 +140,14 @@ def test_a_store_that_cannot_take_runs_is_one_line_and_nothing_is_made(case, s3,
 
         env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}  # nothing listens there
         fragment = "cannot reach the store at http://127.0.0.1:"
-    else:
+    elif case == "scheme":
         place, fragment = "s4://bucket/runs", "unknown scheme 's4'"
+    else:
+        place, fragment = f"s3://AKIA:secret@{s3[5:]}", "credentials in the URI are refused"
     # within seconds, not a long retry: the command is given a minute
     line = assert_one_line_error(rnnjob("run", job, "--device", "cpu", "--set", f"output.storage={place}",
                                         timeout=60, **env), 2)
-    assert fragment in line, line
+    assert fragment in line and "secret" not in line, line
     assert in_bucket(s3) == set() and not (tmp_path / "runs").exists()
     if case in ("credentials", "endpoint"):  # what reads runs: one line too, exit 1
         assert rnnjob("run", job, "--device", "cpu", "--set", f"output.storage={s3}").returncode == 0

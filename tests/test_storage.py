@@ -7,10 +7,14 @@ from rnn_mnist import rundir, storage
 from tests.helpers import invoke
 
 
-@pytest.fixture(params=["folder", "uri", "s3"])
-def root(request, tmp_path):
+@pytest.fixture(params=["folder", "uri", "s3", "s3-uri-options"])
+def root(request, tmp_path, monkeypatch):
     if request.param == "s3":
         return request.getfixturevalue("s3")
+    if request.param == "s3-uri-options":  # the endpoint in pyarrow's URI options instead of AWS_ENDPOINT_URL
+        prefix, server = request.getfixturevalue("s3"), request.getfixturevalue("s3_server")
+        monkeypatch.delenv("AWS_ENDPOINT_URL")
+        return f"{prefix}?endpoint_override={server['endpoint'].split('://')[1]}&scheme=http"
     return str(tmp_path) if request.param == "folder" else f"file://{tmp_path}"
 
 
