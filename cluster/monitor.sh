@@ -22,11 +22,9 @@ sd_file=$ray_temp/prom_metrics_service_discovery.json
 
 die() { echo "cluster/monitor.sh: $*" >&2; exit 1; }
 
-own_state() {  # a folder only we can write, or refuse: its files decide what `down` signals
-  mkdir -p -m 0700 "$state"
-  [ -O "$state" ] && [ ! -L "$state" ] || die "$state is not a folder of this user's; set RNNJOB_MONITOR_STATE"
-  chmod 0700 "$state"
-}
+state_var=RNNJOB_MONITOR_STATE what=Prometheus script=cluster/monitor.sh
+# shellcheck source=cluster/service.sh
+. "$here/service.sh"
 
 prometheus_binary() {
   local found=${PROMETHEUS:-$(command -v prometheus || true)}
@@ -46,19 +44,6 @@ prometheus_binary() {
   fi
   [ -n "$found" ] || die "no prometheus binary: install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS"
   echo "$found"
-}
-
-start_time() {  # a process's start time in clock ticks since boot (field 22 of /proc/PID/stat)
-  awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null
-}
-
-ours() {  # whether the recorded pid is still the process `up` started: same start time and command
-  local pid
-  [ -e "$state/pid" ] || return 1
-  pid=$(cat "$state/pid")
-  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 1
-  [ "$(start_time "$pid")" = "$(cat "$state/started")" ] || return 1
-  [ "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" = "$(cat "$state/cmdline")" ]
 }
 
 up() {
@@ -89,11 +74,8 @@ EOF
   setsid "$binary" --config.file="$state/prometheus.yml" --storage.tsdb.path="$state/data" \
     --web.listen-address="127.0.0.1:$port" >"$state/prometheus.log" 2>&1 </dev/null &
   local pid=$!
-  echo "$pid" >"$state/pid"
   echo "$port" >"$state/port"
-  sleep 0.2
-  start_time "$pid" >"$state/started"
-  tr '\0' ' ' <"/proc/$pid/cmdline" >"$state/cmdline" 2>/dev/null || true
+  record_started "$pid"
   local tries=0
   until curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; do
     kill -0 "$pid" 2>/dev/null || die "Prometheus exited while starting (its last line: $(tail -n 1 "$state/prometheus.log"))"
@@ -118,19 +100,7 @@ EOF
 }
 
 down() {
-  [ -e "$state/pid" ] || { echo "no Prometheus from cluster/monitor.sh is up"; return 0; }
-  [ -O "$state" ] || die "$state is not a folder of this user's; not signalling anything"
-  if ours; then
-    local pid
-    pid=$(cat "$state/pid")
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
-  else
-    echo "the recorded Prometheus has ended already (or its pid is another process's now): nothing signalled"
-  fi
-  rm -f "$state/pid" "$state/started" "$state/cmdline" "$state/port"
-  echo "Prometheus down"
+  stop_recorded
 }
 
 status() {

@@ -20,23 +20,9 @@ python=${PYTHON:-$here/../.venv/bin/python}
 
 die() { echo "cluster/s3.sh: $*" >&2; exit 1; }
 
-own_state() {  # a folder only we can write, or refuse: its files decide what `down` signals
-  mkdir -p -m 0700 "$state"
-  [ -O "$state" ] && [ ! -L "$state" ] || die "$state is not a folder of this user's; set RNNJOB_S3_STATE"
-  chmod 0700 "$state"
-}
-
-start_time() {  # a process's start time in clock ticks since boot (field 22 of /proc/PID/stat)
-  awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null
-}
-
-ours() {  # whether the recorded pid is still the process `up` started: same start time
-  local pid
-  [ -e "$state/pid" ] || return 1
-  pid=$(cat "$state/pid")
-  [[ $pid =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || return 1
-  [ "$(start_time "$pid")" = "$(cat "$state/started")" ]
-}
+state_var=RNNJOB_S3_STATE what="S3 server" script=cluster/s3.sh
+# shellcheck source=cluster/service.sh
+. "$here/service.sh"
 
 exports() {
   echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$(cat "$state/port") AWS_ACCESS_KEY_ID=rnnjob" \
@@ -61,10 +47,8 @@ up() {
   ! ours || die "the S3 server is already up (pid $(cat "$state/pid")); run cluster/s3.sh down first"
   setsid "$moto" -H 127.0.0.1 -p "$port" >"$state/s3.log" 2>&1 </dev/null &
   local pid=$!
-  echo "$pid" >"$state/pid"
   echo "$port" >"$state/port"
-  sleep 0.2
-  start_time "$pid" >"$state/started"
+  record_started "$pid"
   # the bucket, made through pyarrow as rnnjob talks to the store; tried until the server answers
   "$python" - "$port" "$bucket" <<'EOF' || { down >/dev/null; die "the server did not start; see $state/s3.log"; }
 import sys, time
@@ -87,19 +71,7 @@ EOF
 }
 
 down() {
-  [ -e "$state/pid" ] || { echo "no S3 server from cluster/s3.sh is up"; return 0; }
-  [ -O "$state" ] || die "$state is not a folder of this user's; not signalling anything"
-  if ours; then
-    local pid
-    pid=$(cat "$state/pid")
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
-  else
-    echo "the recorded S3 server has ended already (or its pid is another process's now): nothing signalled"
-  fi
-  rm -f "$state/pid" "$state/started" "$state/port"
-  echo "S3 server down"
+  stop_recorded
 }
 
 status() {
