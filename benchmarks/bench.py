@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -153,33 +152,23 @@ class Head:
 
 
 class S3:
-    """An S3 server (moto's, from the dev dependencies) on a free port of 127.0.0.1 with one bucket, for (j);
-    `down` ends its process group. env: the standard AWS variables that point rnnjob at it."""
+    """An S3 server on a free port of 127.0.0.1 with a bucket `bench`, from cluster/s3.sh (moto's, as `make
+    s3-up` starts it), its state in a folder of its own; `down` ends it as s3.sh does. env: the standard
+    AWS variables that point rnnjob at it, as s3.sh prints them."""
 
     def __init__(self):
-        port = free_port()
-        self.proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+        self.state = tempfile.mkdtemp(prefix="bench-s3-")
+        os.rmdir(self.state)  # s3.sh makes it itself, 0700
+        self.script_env = {**os.environ, "RNNJOB_S3_STATE": self.state, "PYTHON": sys.executable}
+        up = subprocess.run([str(ROOT / "cluster" / "s3.sh"), "up", "--port", str(free_port()), "--bucket", "bench"],
+                            env=self.script_env, check=True, capture_output=True, text=True)
+        exports = next(line for line in up.stdout.splitlines() if "export AWS_ENDPOINT_URL=" in line)
+        self.env = {**dict(pair.split("=", 1) for pair in exports.split("export", 1)[1].split()),
                     "AWS_EC2_METADATA_DISABLED": "true"}
-        from pyarrow import fs
-
-        store = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="bench",
-                                secret_key="bench", region="us-east-1", allow_bucket_creation=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                store.create_dir("bench")
-                break
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("bench: the S3 server for (j) did not start") from None
-                time.sleep(0.2)
 
     def down(self):
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(timeout=30)
+        subprocess.run([str(ROOT / "cluster" / "s3.sh"), "down"], env=self.script_env, check=False,
+                       stdout=subprocess.DEVNULL)
 
 
 def tree_rss(proc: psutil.Process) -> int:

@@ -41,6 +41,6 @@ stop_recorded() {  # `down`: end the recorded process group if it is still ours,
   else
     echo "the recorded $what has ended already (or its pid is another process's now): nothing signalled"
   fi
-  rm -f "$state/pid" "$state/started" "$state/cmdline" "$state/port"
+  rm -f "$state/pid" "$state/started" "$state/cmdline" "$state/port" "$state/host"
   echo "$what down"
 }

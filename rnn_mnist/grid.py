@@ -338,16 +338,20 @@ def run_search(search: sweep.Search, search_dir: str, at_once: int, fault: Optio
         tuner.fit()
 
 
+def _experiment(search_dir: str) -> str:
+    """Where Tune's record of a search's experiment is, as Tune is handed it."""
+    return storage.for_ray(storage.join(search_dir, EXPERIMENT))
+
+
 def can_resume_search(search_dir: str) -> bool:
     """Whether Tune's record of a search's experiment is there to carry it on."""
-    return tune.Tuner.can_restore(storage.for_ray(storage.join(search_dir, EXPERIMENT)))
+    return tune.Tuner.can_restore(_experiment(search_dir))
 
 
 def resume_search(search: sweep.Search, search_dir: str, fault: Optional[ray_train.Fault] = None) -> None:
     """Carry a search on where its Tune experiment stopped (Tune's Tuner.restore): its unfinished samples from
     their run directories, then the samples it had still to draw, drawn by its search algorithm as it was."""
     trainable, _ = _search_trainable(search, search_dir, fault)
-    tuner = tune.Tuner.restore(storage.for_ray(storage.join(search_dir, EXPERIMENT)), trainable, resume_unfinished=True,
-                               resume_errored=True)
+    tuner = tune.Tuner.restore(_experiment(search_dir), trainable, resume_unfinished=True, resume_errored=True)
     with _stops_gracefully():
         tuner.fit()

@@ -70,8 +70,8 @@ def _with_endpoint(uri: str) -> str:
     """An s3:// URI with AWS_ENDPOINT_URL as its endpoint_override (and scheme), unless the URI names its
     own: every pyarrow version then reaches the same store, and so does Ray Train, which gets the URI."""
     endpoint_url = endpoint()
-    base, _, query = uri.partition("?")
-    options = parse_qs(query)
+    base, query = _options(uri)
+    options = parse_qs(query.lstrip("?"))
     if not endpoint_url or not base.lower().startswith("s3://") or "endpoint_override" in options:
         return uri
     scheme, _, host = endpoint_url.rstrip("/").rpartition("://")
@@ -137,19 +137,20 @@ def check(location) -> None:
     unreachable, the credentials refused (BadInput, one line). Local folders: see rundir.check_place."""
     if not is_uri(location):
         return
+    bucket, missing = None, False
     try:
-        fs, path = _fs(location)
-        if str(location).split("://", 1)[0].lower() not in BUCKETS:
-            return
-        bucket = path.split("/", 1)[0]
-        if fs.get_file_info(bucket).type == _pafs().FileType.NotFound:
-            raise BadInput(f"output.storage: {location}: no bucket {bucket!r} there"
-                           + (f" (at {endpoint()})" if endpoint() else ""))
-        fs.get_file_info(path)  # a request the credentials must pass
-    except (OSError, ValueError) as e:
-        if isinstance(e, BadInput):
-            raise
-        raise BadInput(f"output.storage: {location}: {_reason(e)}") from None
+        with _talking_to(location):
+            fs, path = _fs(location)
+            if str(location).split("://", 1)[0].lower() in BUCKETS:
+                bucket = path.split("/", 1)[0]
+                missing = fs.get_file_info(bucket).type == _pafs().FileType.NotFound
+                if not missing:
+                    fs.get_file_info(path)  # a request the credentials must pass
+    except StoreError as e:
+        raise BadInput(f"output.storage: {e}") from None
+    if missing:
+        raise BadInput(f"output.storage: {location}: no bucket {bucket!r} there"
+                       + (f" (at {endpoint()})" if endpoint() else ""))
 
 
 def _options(location) -> tuple[str, str]:

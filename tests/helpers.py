@@ -10,6 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from rnn_mnist import rundir
 from rnn_mnist.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,28 @@ def job_text(mnist_root, out, name="tiny", iters=20, eval_every=10, hidden=16, e
             f"train: {{iters: {iters}, eval_every: {eval_every}, lr: 0.1, batch_size: 100}}\n"
             f"data: {{root: {mnist_root}, validation: {validation}}}\n"
             f"output: {{dir: {out}}}\n" + extra)
+
+
+def evaluations(run) -> list:
+    """A run's evaluations as (iteration, loss, accuracy), from its metrics.jsonl: what two runs that should
+    be the same bit for bit are compared by."""
+    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
+
+
+def weights_equal(a, b) -> bool:
+    """Whether two runs' (or model files') saved weights are the same, bit for bit."""
+    import torch
+
+    first, second = rundir.load_model(a)["model"], rundir.load_model(b)["model"]
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def scalars(folder) -> dict:
+    """Every scalar in a folder's TensorBoard event files, read by TensorBoard itself: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder)).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def invoke(*args, **env):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from rnn_mnist import rundir, storage
-from tests.helpers import RAY, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
+from tests.helpers import RAY, ROOT, clean_env, cluster, free_port, pgroups_alive, recorded_pids, rnnjob
 
 pytestmark = pytest.mark.slow
 NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}
@@ -17,17 +17,18 @@ NET = {"RNNJOB_CLUSTER_NAME": "rnntest", "RNNJOB_CLUSTER_SUBNET": "10.214.7"}
 
 @pytest.fixture(scope="module")
 def cluster_and_bucket(tmp_path_factory):
-    """The two-node cluster, and an S3 server (moto's) on the bridge's host address, which both namespaces
-    reach: the nodes start with the standard AWS variables that point at it, as nodes of a real cluster
-    carry their own credentials (an instance role). Yields (the Jobs API address, those variables)."""
+    """The two-node cluster, and an S3 server (cluster/s3.sh, moto's) on the bridge's host address, which
+    both namespaces reach: the nodes start with the standard AWS variables that point at it, as nodes of a
+    real cluster carry their own credentials (an instance role). Yields (the Jobs API address, those
+    variables)."""
     import os
-    import signal
     import sys
 
     state = tmp_path_factory.mktemp("cluster")
     port = free_port()
+    # the keys cluster/s3.sh prints (its server takes any)
     aws = {"AWS_ENDPOINT_URL": f"http://10.214.7.254:{port}", "AWS_ACCESS_KEY_ID": "rnnjob",
-           "AWS_SECRET_ACCESS_KEY": "rnnjob-secret", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_SECRET_ACCESS_KEY": "rnnjob", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
     settings = {**NET, "RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port())}
@@ -35,27 +36,17 @@ def cluster_and_bucket(tmp_path_factory):
     assert up.returncode == 0, up.stdout + up.stderr
     pids = recorded_pids(state)
     # the bridge exists now: the server listens on its host address only
-    log = state.parent / "moto.log"
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "10.214.7.254",
-                               "-p", str(port)], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    s3 = [ROOT / "cluster" / "s3.sh"]
+    s3_env = clean_env(RNNJOB_S3_STATE=str(state.parent / "s3"), PYTHON=sys.executable)
     try:
-        import boto3
-        from botocore.exceptions import EndpointConnectionError
-
-        s3 = boto3.client("s3", endpoint_url=aws["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                          aws_access_key_id="rnnjob", aws_secret_access_key="rnnjob-secret")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                s3.create_bucket(Bucket="nodes")
-                break
-            except EndpointConnectionError:  # not listening yet
-                assert server.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
+        served = subprocess.run([*s3, "up", "--host", "10.214.7.254", "--port", str(port), "--bucket", "nodes"],
+                                capture_output=True, text=True, timeout=120, env=s3_env)
+        assert served.returncode == 0, served.stdout + served.stderr
+        assert f"export AWS_ENDPOINT_URL={aws['AWS_ENDPOINT_URL']} AWS_ACCESS_KEY_ID=rnnjob " \
+               "AWS_SECRET_ACCESS_KEY=rnnjob" in served.stdout, served.stdout
         yield f"http://10.214.7.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}", aws
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        subprocess.run([*s3, "down"], capture_output=True, timeout=60, env=s3_env)
         down = cluster("down", timeout=120, **settings)
     assert down.returncode == 0, down.stderr
     assert pgroups_alive(pids) == []

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rnn_mnist import report, rundir
-from tests.helpers import invoke, job_text, own_lines
+from tests.helpers import evaluations, invoke, job_text, own_lines
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,6 @@ def test_a_trial_killed_mid_run_recovers_exactly_and_matches_rnnjob_run_with_one
     alone = rnnjob("run", tmp_path / "exact.yaml", "--seed", 3, "--device", "cpu", OMP_NUM_THREADS="1")
     assert alone.returncode == 0, alone.stderr
     assert evaluations(trial) == evaluations(tmp_path / "runs" / "exact") and len(evaluations(trial)) == 6
-
-
-def evaluations(run) -> list:
-    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
 
 
 def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_root):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnn_mnist import rundir
-from tests.helpers import assert_one_line_error, invoke, job_text
+from tests.helpers import assert_one_line_error, evaluations, invoke, job_text
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,6 @@ def trained(result, run, workers):
     assert result.stdout.count("Iteration: 200. Loss: ") == 1  # rank 0's lines, once
     assert "Reporting training result" not in result.output  # Ray Train's own line for each report
     return summary
-
-
-def evaluations(run) -> list:
-    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
 
 
 def test_one_worker_on_ray_trains_as_a_local_run_to_the_last_digit(local_ray, short_job):

@@ -4,11 +4,11 @@ on every outcome. (Ray jobs and grids go through the same owner: test_ray_train,
 from pathlib import Path
 
 import pytest
-import torch
 
 from rnn_mnist import rundir, runs
 from rnn_mnist import spec as specs
 from rnn_mnist.errors import BadInput, Interrupted, RunFailed
+from tests.helpers import evaluations, weights_equal
 
 
 def quiet(line):
@@ -76,15 +76,6 @@ def test_ten_concurrent_runs_of_one_name_get_ten_whole_directories(job_file, tmp
 
 
 # rnnjob resume, in this process (on Ray: test_ray_train; grids: test_grid; through the Jobs API: test_jobs_api)
-
-def weights_equal(a, b) -> bool:
-    first, second = rundir.load_model(a)["model"], rundir.load_model(b)["model"]
-    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
-
-
-def evaluations(run) -> list:
-    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
-
 
 @pytest.mark.slow
 def test_model_c_stopped_with_ctrl_c_resumes_to_the_same_weights_bit_for_bit(tmp_path, mnist_root):

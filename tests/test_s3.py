@@ -4,10 +4,19 @@ pointing at a real S3 server on 127.0.0.1 (conftest's s3_server, moto's, which c
 import subprocess
 
 import pytest
-import torch
 
 from rnn_mnist import rundir, storage
-from tests.helpers import RNNJOB, assert_one_line_error, clean_env, ctrl_c, job_text, rnnjob
+from tests.helpers import (
+    RNNJOB,
+    assert_one_line_error,
+    clean_env,
+    ctrl_c,
+    evaluations,
+    job_text,
+    rnnjob,
+    scalars,
+    weights_equal,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -21,25 +30,14 @@ def in_bucket(prefix) -> set:
     return {i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File}
 
 
-def evaluations(run) -> list:
-    return [(m["iteration"], m["loss"], m["accuracy"]) for m in rundir.read_metrics(run)]
-
-
-def weights(run) -> dict:
-    return rundir.load_model(run)["model"]
-
-
-def scalars(run, tmp_path) -> dict:
+def scalars_in_bucket(run, tmp_path) -> dict:
     """The scalars of a run's TensorBoard event files in the bucket, read by TensorBoard from a copy."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     copy = tmp_path / "events"
     copy.mkdir()
     for name in in_bucket(run):
         if name.startswith("events.out.tfevents."):
             (copy / name).write_bytes(storage.read_bytes(storage.join(run, name)))
-    events = EventAccumulator(str(copy)).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return scalars(copy)
 
 
 def test_a_run_stopped_and_resumed_from_another_process_in_the_bucket_equals_a_whole_local_one(
@@ -54,13 +52,13 @@ def test_a_run_stopped_and_resumed_from_another_process_in_the_bucket_equals_a_w
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     whole = tmp_path / "whole" / "tiny"
     assert evaluations(run) == evaluations(whole)
-    assert all(torch.equal(a, b) for a, b in zip(weights(run).values(), weights(whole).values()))
+    assert weights_equal(run, whole)
     summary = rundir.read_summary(run)
     assert summary.status == "completed" and summary.iterations == 60 and len(summary.resumes) == 1
     files = in_bucket(run)
     assert {"config.yaml", "metrics.jsonl", "progress.json", "summary.json", "model.pt"} <= files
     assert any(f.startswith("events.out.tfevents.") for f in files)
-    accuracy = scalars(run, tmp_path)["test/accuracy"]  # each evaluation once, across both processes' files
+    accuracy = scalars_in_bucket(run, tmp_path)["test/accuracy"]  # each evaluation once, across both processes' files
     assert sorted((step, round(value, 4)) for step, value in accuracy) == \
         [(m["iteration"], round(m["accuracy"], 4)) for m in rundir.read_metrics(run)]
 

@@ -13,18 +13,21 @@ import urllib.request
 import pytest
 
 from rnn_mnist import rundir, telemetry
-from tests.helpers import ROOT, clean_env, cluster, free_port, invoke, job_text, pgroups_alive, recorded_pids, rnnjob
+from tests.helpers import (
+    ROOT,
+    clean_env,
+    cluster,
+    free_port,
+    invoke,
+    job_text,
+    pgroups_alive,
+    recorded_pids,
+    rnnjob,
+    scalars,
+)
 
 METRICS = ("ray_rnnjob_iteration", "ray_rnnjob_train_loss", "ray_rnnjob_test_accuracy",
            "ray_rnnjob_samples_per_second", "ray_rnnjob_seconds_per_step")
-
-
-def scalars(run) -> dict:
-    """Every scalar in a run directory's event files, read by TensorBoard itself: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run)).Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 @pytest.fixture(scope="module")
