@@ -6,18 +6,19 @@
 #   cluster/monitor.sh status          whether it runs, and where
 #
 # Prometheus finds the Ray nodes through the service-discovery file the Ray head writes into its
-# temp folder (RAY_TMPDIR, default /tmp/ray): prom_metrics_service_discovery.json. rnnjob's Grafana
+# temp folder ($RAY_TMPDIR/ray, default /tmp/ray): prom_metrics_service_discovery.json. rnnjob's Grafana
 # dashboard (cluster/grafana/rnnjob-dashboard.json) is copied into the Grafana provisioning folder
 # the head generates, beside Ray's own dashboards. Prometheus comes from Debian's package: `up`
 # installs it with apt-get when it is missing and this is root on Debian, and otherwise says how.
 #
 # Environment: RNNJOB_MONITOR_STATE (default ~/.cache/rnnjob/monitor, a 0700 folder of ours) holds
-# what `up` started; RAY_TMPDIR the head's temp folder; PROMETHEUS the binary to run.
+# what `up` started; RAY_TMPDIR the system temp folder the head was started with (Ray's own folder is
+# its ray/ subfolder, as Ray makes it); PROMETHEUS the binary to run.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 state=${RNNJOB_MONITOR_STATE:-$HOME/.cache/rnnjob/monitor}
-ray_temp=${RAY_TMPDIR:-/tmp/ray}
+ray_temp=${RAY_TMPDIR:-/tmp}/ray
 sd_file=$ray_temp/prom_metrics_service_discovery.json
 
 die() { echo "cluster/monitor.sh: $*" >&2; exit 1; }

@@ -279,9 +279,8 @@ def session(echo):
     own_sigterm = signal.getsignal(signal.SIGTERM)
     if os.environ.get("RAY_ADDRESS"):
         context = _join(os.environ["RAY_ADDRESS"])
-    else:  # "local": a new Ray, even where `ray start` left one running (or its address file)
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
-                           configure_logging=False)
+    else:
+        context = embedded()
     if callable(own_sigterm) and threading.current_thread() is threading.main_thread():
         # ray.init puts a handler of Ray's in place of this process's own (a stack dump, then death): keep
         # ours, so that `rnnjob stop` or `kill` ends a run as Ctrl-C does, with its summary
@@ -301,6 +300,46 @@ def session(echo):
         if not lost:
             ray.shutdown()  # an embedded Ray stops with it; a cluster that was joined keeps running
         timeline.mark("ray left")
+
+
+DASHBOARD_PORT = 8265  # Ray's own default
+
+
+def embedded(**settings):
+    """ray.init of a new Ray on this machine ("local": even where `ray start` left one running, or its address
+    file), with its dashboard on 127.0.0.1 (DASHBOARD_PORT where free, as Ray's default, else a free port).
+    That dashboard's address goes to this Ray's own processes as RAY_API_SERVER_ADDRESS, and nowhere else:
+    Ray Train's PlacementGroupCleaner asks Ray's State API whether a job's controller still lives, and the
+    State API without an address takes the cluster `ray start` last recorded on this machine. With a
+    `make cluster-up` running beside an embedded Ray, the cleaner asked that cluster, did not find the
+    controller there, and ended (a placement group it had registered would have been removed under the
+    running job), with a dozen lines of Ray's on the user's terminal."""
+    port = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else _free_port()
+    name, before = rayenv.API_SERVER_ENV, os.environ.get(rayenv.API_SERVER_ENV)
+    os.environ[name] = f"http://127.0.0.1:{port}"  # read by the processes ray.init starts
+    try:
+        return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                        configure_logging=False, **settings)
+    finally:  # not by this process: its own commands would take it for a Jobs API (rayenv.jobs_address)
+        if before is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = before
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _join(address: str):

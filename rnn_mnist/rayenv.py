@@ -36,11 +36,12 @@ from .errors import RunFailed
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 PREEMPTION_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 GCS_RECONNECT_ENV = "RAY_gcs_rpc_server_reconnect_timeout_s"
+API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # a cluster's dashboard: its Jobs API and State API
 
 
 def current_cluster() -> Path:
-    """Where `ray start --head` records its address: in its temp folder (RAY_TMPDIR, else /tmp/ray)."""
-    return Path(os.environ.get("RAY_TMPDIR") or "/tmp/ray") / "ray_current_cluster"
+    """Where `ray start --head` records its address: in Ray's temp folder, $RAY_TMPDIR/ray (else /tmp/ray)."""
+    return Path(os.environ.get("RAY_TMPDIR") or "/tmp") / "ray" / "ray_current_cluster"
 
 
 def gcs_address(address: str) -> Optional[str]:
@@ -63,7 +64,7 @@ def jobs_address(address: Optional[str]) -> Optional[str]:
     Ray's own CLI would take from RAY_API_SERVER_ADDRESS or RAY_ADDRESS, if any."""
     if address:
         return address if is_jobs_address(address) else None
-    for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+    for name in (API_SERVER_ENV, "RAY_ADDRESS"):
         if is_jobs_address(os.environ.get(name)):
             return os.environ[name]
     return None

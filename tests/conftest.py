@@ -41,6 +41,14 @@ from rnn_mnist import data  # noqa: E402
 from tests.helpers import ROOT, cluster, free_port, job_text, pgroups_alive, recorded_pids  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """The modules that use the session's Ray head (`head`, below) run last, one after another, each in its
+    own order: the head is started at its first use and ended with the session, so it lives only while they
+    run (an idle head takes about 4% of a 2-core machine)."""
+    users = {item.module.__name__ for item in items if "head" in getattr(item, "fixturenames", ())}
+    items.sort(key=lambda item: item.module.__name__ in users)  # a stable sort
+
+
 @pytest.fixture(scope="session")
 def mnist_root() -> Path:
     """The real MNIST files (`make test` fetches them first; a bare pytest run fetches them here)."""
@@ -121,26 +129,36 @@ def local_ray():
     os.environ.pop("RAY_ADDRESS", None)
     import ray
 
-    # with its dashboard, as rnnjob starts one: Ray Train's PlacementGroupCleaner asks Ray's State API
+    from rnn_mnist import ray_train
+
+    # as rnnjob starts one, with its dashboard: Ray Train's PlacementGroupCleaner asks Ray's State API
     # (served by the dashboard) whether a trial's controller still lives; without it, the CPUs of a
     # trial that ASHA stopped stay reserved and the next trials wait for them forever
-    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-             configure_logging=False)
+    ray_train.embedded(num_cpus=2)
     yield ray
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def head(tmp_path_factory):
-    """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports), shared by one module."""
-    state = tmp_path_factory.mktemp("cluster")
+    """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports, a metrics endpoint), shared
+    by the whole session: every test that submits to or joins a running cluster uses this one. Ray's temp folder
+    is its own (RAY_TMPDIR, short for Ray's socket paths): what it records there (`ray_current_cluster`, the
+    metrics' scrape targets) stays its own while other tests start and end other clusters."""
+    import shutil
+    import tempfile
+
+    state, temp = tmp_path_factory.mktemp("cluster"), tempfile.mkdtemp(prefix="rnnjob-head-")
     settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(free_port()),
-                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_AGENT_PORT": str(free_port())}
+                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()),
+                "RNNJOB_CLUSTER_METRICS_PORT": str(free_port()), "RAY_TMPDIR": temp}
     up = cluster("up", "--cpus", 2, **settings)
     assert up.returncode == 0, up.stdout + up.stderr
     pids = recorded_pids(state)
     yield {"jobs": f"http://127.0.0.1:{settings['RNNJOB_CLUSTER_DASHBOARD_PORT']}",
-           "gcs": f"127.0.0.1:{settings['RNNJOB_CLUSTER_PORT']}", "state": state, "settings": settings}
+           "gcs": f"127.0.0.1:{settings['RNNJOB_CLUSTER_PORT']}", "tmpdir": temp,
+           "metrics": f"http://127.0.0.1:{settings['RNNJOB_CLUSTER_METRICS_PORT']}/metrics"}
     down = cluster("down", timeout=120, **settings)
     assert down.returncode == 0, down.stderr
     assert pgroups_alive(pids) == [] and not state.exists()
+    shutil.rmtree(temp, ignore_errors=True)

@@ -29,11 +29,14 @@ def script(name: str, results, pattern: str, *args, timeout: int = 900):
 
 
 @pytest.mark.slow
-def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root):
-    # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs
+def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root, head):
+    # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs.
+    # The running head is the session's (the one bench.py starts without --address is cluster/local.sh's, as is
+    # this one: test_cluster starts and ends it)
     only = "a,b,e,f,g,h,i,j"
     done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1", "--accuracy-seeds",
-                                   "2", "--iters", "300", "--first-seed", "4", "--only", only)
+                                   "2", "--iters", "300", "--first-seed", "4", "--only", only, "--address",
+                                   head["gcs"])
     assert set(report["medians"]) == set(only.split(",")) and report["iters"] == 300 and report["rounds"] == 1
     floor = report["medians"].pop("h")  # Ray Train's floor trains nothing: its wall time is its figure
     assert set(floor) == {"wall_seconds", "peak_rss_mb"} | {r for r in RATIOS if not r.startswith("train")}
@@ -149,9 +152,9 @@ def test_the_gpu_check_says_why_it_ran_nothing_where_there_is_no_gpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_path, mnist_root):
+def test_the_overhead_breakdown_covers_a_submitted_jobs_life_phase_by_phase(tmp_path, mnist_root, head):
     done, _, report = script("overhead.py", tmp_path, "overhead-cpu-30-*.json", "--rounds", "1", "--iters", "30",
-                             "--only", "run,cluster")
+                             "--only", "run,cluster", "--address", head["gcs"])
     cluster, run = report["medians"]["cluster"], report["medians"]["run"]
     for phase in ("driver start and imports", "join or start Ray", "controller and worker start",
                   "worker imports, Ray Train and DDP set-up", "data load", "training: steps",

@@ -1,5 +1,5 @@
 """Ray's Jobs API as a user drives it (`rnnjob submit --address http://...`, list, status, logs, stop),
-against a real single-node `ray start --head` on 127.0.0.1 shared by the module."""
+against the session's real single-node `ray start --head` on 127.0.0.1 (conftest's `head`)."""
 
 import subprocess
 import time
@@ -59,7 +59,7 @@ def test_list_status_and_logs(head, finished):
     assert logs.returncode == 0 and "Iteration: 20. Loss: " in logs.stdout and "done: " in logs.stdout
 
 
-def test_detach_returns_at_once_and_stop_ends_the_job(head, job_file):
+def test_detach_returns_at_once_stop_ends_the_job_and_watching_it_then_exits_1(head, job_file):
     submitted = rnnjob("submit", job_file("long", 100_000), "--address", head["jobs"], "--detach")
     assert submitted.returncode == 0, submitted.stderr
     job_id = next(w for w in submitted.stdout.split() if w.startswith("raysubmit_"))
@@ -68,10 +68,13 @@ def test_detach_returns_at_once_and_stop_ends_the_job(head, job_file):
     stopped = rnnjob("stop", job_id, "--address", head["jobs"])
     assert stopped.returncode == 0 and stopped.stdout.strip() == f"{job_id}: STOPPED"
     assert rnnjob("status", job_id, "--address", head["jobs"]).stdout.startswith(f"{job_id}: STOPPED")
+    watched = rnnjob("watch", job_id, "--address", head["jobs"], timeout=120)
+    assert watched.returncode == 1 and watched.stdout.strip(), watched.stdout + watched.stderr
 
 
-def test_submit_joins_a_running_cluster_by_its_gcs_address(head, job_file):
-    done = rnnjob("submit", job_file("joined", 20), "--address", head["gcs"])
+def test_submit_joins_the_cluster_started_on_this_machine_by_its_gcs_address(head, job_file):
+    # `auto`: the address `ray start` recorded in Ray's temp folder (here the session head's own, RAY_TMPDIR)
+    done = rnnjob("submit", job_file("joined", 20), "--address", "auto", RAY_TMPDIR=head["tmpdir"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"Ray dashboard: {head['jobs']}" in done.stdout
     assert rundir.read_summary(job_file("joined", 20).parent / "runs" / "joined").status == "completed"
@@ -114,13 +117,6 @@ def test_watch_shows_a_grid_one_line_per_trial(head, job_file, tmp_path):
     assert all(": completed, 100/100 iterations" in line for line in last)
 
 
-def test_watch_of_a_stopped_submission_exits_1(head, job_file):
-    job_id = submitted_id(rnnjob("submit", job_file("halted", 100_000), "--address", head["jobs"], "--detach"))
-    assert rnnjob("stop", job_id, "--address", head["jobs"]).returncode == 0
-    watched = rnnjob("watch", job_id, "--address", head["jobs"], timeout=120)
-    assert watched.returncode == 1 and watched.stdout.strip(), watched.stdout + watched.stderr
-
-
 # what goes up, and following a job: without a cluster
 
 def test_the_upload_holds_the_package_and_the_job_files_and_nothing_else(tmp_path):
@@ -161,31 +157,6 @@ def test_the_log_follower_rides_out_a_dropped_connection_and_ends_with_the_last_
     assert jobs_api.follow("http://127.0.0.1:1", "raysubmit_x", printed.append) == "SUCCEEDED"
     assert "\n".join(printed).splitlines() == ["run directory: x", "Iteration: 10. Loss: 2.0. Accuracy: 11.00",
                                               "done: 11.00% test accuracy"]
-
-
-def test_ctrl_c_while_following_says_how_to_follow_again_or_stop(head, job_file):
-    import signal
-
-    from tests.helpers import RNNJOB, as_from_a_shell, clean_env
-
-    following = subprocess.Popen([RNNJOB, "submit", str(job_file("followed_long", 100_000)), "--address",
-                                  head["jobs"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=clean_env(), preexec_fn=as_from_a_shell)
-    first = following.stdout.readline()  # "submitted raysubmit_... to ..."
-    job_id = next(w for w in first.split() if w.startswith("raysubmit_"))
-    time.sleep(2)
-    following.send_signal(signal.SIGINT)
-    out, err = following.communicate(timeout=60)
-    try:
-        assert following.returncode == 130, out + err
-        line = assert_one_line_error(subprocess.CompletedProcess([], 130, out, err), 130,
-                                     f"stopped following {job_id}, which keeps running on the cluster",
-                                     f"rnnjob logs {job_id} --follow --address {head['jobs']}",
-                                     f"rnnjob stop {job_id} --address {head['jobs']}")
-        assert line.startswith("error: ")
-        assert rnnjob("status", job_id, "--address", head["jobs"]).stdout.split()[1] in ("PENDING", "RUNNING")
-    finally:
-        rnnjob("stop", job_id, "--address", head["jobs"])
 
 
 def test_a_cluster_python_without_the_dependencies_is_named_with_the_fix(head, job_file):
@@ -262,14 +233,35 @@ def test_an_https_address_works(head, tmp_path):
         stop()
 
 
-def test_a_job_stopped_on_the_cluster_resumes_there_from_its_run_directory(head, job_file):
+def test_ctrl_c_while_following_leaves_the_job_running_and_once_stopped_it_resumes_there_from_its_run_directory(
+        head, job_file):
+    import signal
+
+    from tests.helpers import RNNJOB, as_from_a_shell, clean_env
+
     path = job_file("revived", 100_000)
     run = path.parent / "runs" / "revived"
-    job_id = submitted_id(rnnjob("submit", path, "--address", head["jobs"], "--detach"))
-    deadline = time.time() + 120
-    while not (run / "model.pt").exists() and time.time() < deadline:
-        time.sleep(0.5)
-    assert rnnjob("stop", job_id, "--address", head["jobs"]).stdout.strip() == f"{job_id}: STOPPED"
+    following = subprocess.Popen([RNNJOB, "submit", str(path), "--address", head["jobs"]], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=clean_env(), preexec_fn=as_from_a_shell)
+    first = following.stdout.readline()  # "submitted raysubmit_... to ..."
+    job_id = next(w for w in first.split() if w.startswith("raysubmit_"))
+    try:
+        time.sleep(2)
+        following.send_signal(signal.SIGINT)
+        out, err = following.communicate(timeout=60)
+        assert following.returncode == 130, out + err
+        line = assert_one_line_error(subprocess.CompletedProcess([], 130, out, err), 130,
+                                     f"stopped following {job_id}, which keeps running on the cluster",
+                                     f"rnnjob logs {job_id} --follow --address {head['jobs']}",
+                                     f"rnnjob stop {job_id} --address {head['jobs']}")
+        assert line.startswith("error: ")
+        assert rnnjob("status", job_id, "--address", head["jobs"]).stdout.split()[1] in ("PENDING", "RUNNING")
+        deadline = time.time() + 120
+        while not (run / "model.pt").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert rnnjob("stop", job_id, "--address", head["jobs"]).stdout.strip() == f"{job_id}: STOPPED"
+    finally:
+        rnnjob("stop", job_id, "--address", head["jobs"])
     summary = rundir.read_summary(run)  # the driver ended as on Ctrl-C
     assert summary.status == "interrupted" and summary.iterations >= 20
     time.sleep(2)  # no worker goes on after the driver: the summary describes the last checkpoint

@@ -47,3 +47,15 @@ def test_importing_rnnjob_changes_nothing_in_the_environment():
             "print(json.dumps(sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=clean_env())
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_auto_reads_the_address_ray_start_records_in_rays_temp_folder(tmp_path, monkeypatch):
+    from rnn_mnist import rayenv
+
+    # `ray start` with RAY_TMPDIR=T writes T/ray/ray_current_cluster (seen with Ray 2.60); without it, /tmp/ray/
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:46379\n")
+    assert rayenv.gcs_address("auto") == "127.0.0.1:46379"
+    monkeypatch.delenv("RAY_TMPDIR")
+    assert str(rayenv.current_cluster()) == "/tmp/ray/ray_current_cluster"

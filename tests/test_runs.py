@@ -82,21 +82,21 @@ def test_model_c_stopped_with_ctrl_c_resumes_to_the_same_weights_bit_for_bit(tmp
     from tests.helpers import JOBS, ctrl_c, rnnjob
 
     # model C's own network and recipe; evaluations every 200 steps leave Ctrl-C a second and more to land
-    args = [JOBS / "model_c.yaml", "--iters", 600, "--device", "cpu", "--set", f"data.root={mnist_root}",
+    args = [JOBS / "model_c.yaml", "--iters", 400, "--device", "cpu", "--set", f"data.root={mnist_root}",
             "--set", "train.eval_every=200"]
     assert rnnjob("run", *args, "--out", tmp_path / "whole", timeout=600).returncode == 0
-    done, _ = ctrl_c(["run", *args, "--out", tmp_path / "parts"], "Iteration: 400.")
+    done, _ = ctrl_c(["run", *args, "--out", tmp_path / "parts"], "Iteration: 200.")
     stopped = tmp_path / "parts" / "model_c"
     assert done.returncode == 130 and rundir.read_summary(stopped).status == "interrupted"
-    assert rundir.load_model(stopped)["iteration"] == 400
+    assert rundir.load_model(stopped)["iteration"] == 200
     resumed = rnnjob("resume", stopped, "--device", "cpu", timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"run directory: {stopped}  (resuming at iteration 400, to 600 iterations)" in resumed.stdout
+    assert f"run directory: {stopped}  (resuming at iteration 200, to 400 iterations)" in resumed.stdout
     whole = tmp_path / "whole" / "model_c"
     assert weights_equal(whole, stopped) and evaluations(whole) == evaluations(stopped)
     summary = rundir.read_summary(stopped)
-    assert summary.status == "completed" and summary.iterations == 600
-    assert [(r["iteration"], r["iters"]) for r in summary.resumes] == [(400, 600)]
+    assert summary.status == "completed" and summary.iterations == 400
+    assert [(r["iteration"], r["iters"]) for r in summary.resumes] == [(200, 400)]
 
 
 def test_a_completed_run_trains_on_to_more_iterations_with_its_cosine_over_the_new_total(job_file):

@@ -16,12 +16,10 @@ from rnn_mnist import rundir, telemetry
 from tests.helpers import (
     ROOT,
     clean_env,
-    cluster,
     free_port,
     invoke,
     job_text,
     pgroups_alive,
-    recorded_pids,
     rnnjob,
     scalars,
 )
@@ -75,7 +73,7 @@ def test_a_grid_trial_gets_its_hyperparameters_for_tensorboard(tmp_path):
     assert events.Scalars("hparam/final_accuracy")[0].value == pytest.approx(91.5)
 
 
-# Ray's metrics, live: a real head with a metrics endpoint of its own
+# Ray's metrics, live: the session's real head (conftest), with a metrics endpoint of its own
 
 def exported(text: str, name: str) -> dict:
     """{labels: value} of one metric in Prometheus's text format."""
@@ -90,27 +88,12 @@ def for_run(values: dict, run: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def metrics_head(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster")
-    settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(free_port()),
-                "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_METRICS_PORT": str(free_port()),
-                "RNNJOB_CLUSTER_AGENT_PORT": str(free_port())}
-    up = cluster("up", "--cpus", 2, **settings)
-    assert up.returncode == 0, up.stdout + up.stderr
-    pids = recorded_pids(state)
-    yield {"gcs": f"127.0.0.1:{settings['RNNJOB_CLUSTER_PORT']}",
-           "metrics": f"http://127.0.0.1:{settings['RNNJOB_CLUSTER_METRICS_PORT']}/metrics"}
-    assert cluster("down", timeout=120, **settings).returncode == 0
-    assert pgroups_alive(pids) == []
-
-
-@pytest.fixture(scope="module")
-def monitor(metrics_head, tmp_path_factory):
+def monitor(head, tmp_path_factory):
     """Prometheus from cluster/monitor.sh, scraping the head, started before the job runs: Ray stops exporting a
     worker's metrics 120 s after its last report (RAY_WORKER_TIMEOUT_S), and installing Prometheus can take
     longer. None, with why, where it cannot be installed."""
     state = tmp_path_factory.mktemp("monitor")
-    settings = {"RNNJOB_MONITOR_STATE": str(state)}
+    settings = {"RNNJOB_MONITOR_STATE": str(state), "RAY_TMPDIR": head["tmpdir"]}  # the head's scrape targets
     port = free_port()
     up = subprocess.run([ROOT / "cluster" / "monitor.sh", "up", "--port", str(port)], capture_output=True,
                         text=True, timeout=600, env=clean_env(**settings))
@@ -128,12 +111,12 @@ def monitor(metrics_head, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ray_job(metrics_head, monitor, tmp_path_factory, mnist_root):
+def ray_job(head, monitor, tmp_path_factory, mnist_root):
     """A 2-worker job on the head, run to its end (with Prometheus scraping, where it could be installed)."""
     out = tmp_path_factory.mktemp("runs")
     job = out / "live.yaml"
     job.write_text(job_text(mnist_root, out, "live", iters=200, eval_every=50))
-    done = rnnjob("submit", job, "--address", metrics_head["gcs"], "--workers", 2)
+    done = rnnjob("submit", job, "--address", head["gcs"], "--workers", 2)
     assert done.returncode == 0, done.stdout + done.stderr
     return {"run": "live", "accuracy": rundir.read_metrics(out / "live")[-1]["accuracy"]}
 
@@ -150,9 +133,9 @@ def poll(read, check, timeout=60.0):
 
 
 @pytest.mark.slow
-def test_the_nodes_metrics_endpoint_shows_the_runs_last_accuracy(metrics_head, ray_job):
+def test_the_nodes_metrics_endpoint_shows_the_runs_last_accuracy(head, ray_job):
     def read():
-        return urllib.request.urlopen(metrics_head["metrics"], timeout=10).read().decode()
+        return urllib.request.urlopen(head["metrics"], timeout=10).read().decode()
 
     def accuracy(text):
         return for_run(exported(text, "ray_rnnjob_test_accuracy"), ray_job["run"])
