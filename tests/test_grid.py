@@ -153,25 +153,34 @@ def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its
     assert "val_accuracy_mean" in invoke("results", grid_dir).stdout
 
 
-def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted_and_resume_runs_only_those(tmp_path, mnist_root):
-    from tests.helpers import ctrl_c, rnnjob
+def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnist_root):
+    from tests.helpers import ctrl_c
 
     # no scheduler: nothing may stop a trial early, so `stopped` could only be a mislabelled Ctrl-C
-    path = grid_file(tmp_path, mnist_root, "later", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
-    done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50"],
-                     "Iteration: 600.")  # a trial has finished; the others run (two at a time) or wait
+    path = grid_file(tmp_path, mnist_root, "halted", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
+    done, _ = ctrl_c(["submit", path, "--iters", 100_000, "--set", "train.eval_every=50"], "Iteration: 50.")
     assert done.returncode == 130, done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the trials' last evaluated models")
-    grid_dir = tmp_path / "runs" / "later"
-    before = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
-    assert len(before) == 3
-    finished = [name for name, s in before.items() if s.status == "completed"]
-    assert finished and len(finished) < 3
-    assert all(s.status == "interrupted" for name, s in before.items() if name not in finished)
+    grid_dir = tmp_path / "runs" / "halted"
+    statuses = {p.name: rundir.read_summary(p).status for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    assert statuses == {"lr=0.05": "interrupted", "lr=0.1": "interrupted", "lr=0.2": "interrupted"}
     # Tune ended the trials before the summaries were written: none checkpointed after its summary
     time.sleep(2)
     for run in (p for p in grid_dir.iterdir() if (p / "model.pt").exists()):
         assert rundir.load_model(run)["iteration"] == rundir.read_summary(run).iterations, run.name
+
+
+def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
+    from tests.helpers import ctrl_c, rnnjob
+
+    path = grid_file(tmp_path, mnist_root, "later", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
+    done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50", "--max-concurrent", 1],
+                     "Iteration: 600.")  # the first trial has finished; the second may have begun
+    assert done.returncode == 130, done.stdout
+    grid_dir = tmp_path / "runs" / "later"
+    before = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
+    finished = [name for name, s in before.items() if s.status == "completed"]
+    assert finished and len(finished) < 3
     resumed = rnnjob("resume", grid_dir, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
