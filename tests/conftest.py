@@ -143,8 +143,9 @@ def local_ray():
 def head(tmp_path_factory):
     """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports, a metrics endpoint), shared
     by the whole session: every test that submits to or joins a running cluster uses this one. Ray's temp folder
-    is its own (RAY_TMPDIR, short for Ray's socket paths): what it records there (`ray_current_cluster`, the
-    metrics' scrape targets) stays its own while other tests start and end other clusters."""
+    is its own (RAY_TMPDIR, a short path: Ray's sockets live below it): what it records there
+    (`ray_current_cluster`, the metrics' scrape targets) stays its own while other tests start and end other
+    clusters."""
     import shutil
     import tempfile
 

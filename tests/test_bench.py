@@ -31,8 +31,8 @@ def script(name: str, results, pattern: str, *args, timeout: int = 900):
 @pytest.mark.slow
 def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root, head):
     # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs.
-    # The running head is the session's (the one bench.py starts without --address is cluster/local.sh's, as is
-    # this one: test_cluster starts and ends it)
+    # The running head of (e) and (g)-(i) is the session's: without --address, as `make bench` runs it, bench.py
+    # starts one with cluster/local.sh, as conftest does
     only = "a,b,e,f,g,h,i,j"
     done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1", "--accuracy-seeds",
                                    "2", "--iters", "300", "--first-seed", "4", "--only", only, "--address",
