@@ -88,6 +88,8 @@ def user_errors():
         fail(str(e), 1)
     except Interrupted as e:
         fail(str(e), 130)
+    except KeyboardInterrupt:  # one that no command turned into its own line (while Ray shuts down, say)
+        fail("interrupted", 130)
 
 
 JobArg = Annotated[Path, typer.Argument(help="A job spec, e.g. jobs/model_c.yaml.", show_default=False,

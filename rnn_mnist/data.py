@@ -19,12 +19,13 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-
-import torch
-from torch.utils.data import DataLoader, Dataset
+from typing import TYPE_CHECKING
 
 from .errors import BadInput, RunFailed
 from .files import atomic_write
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `rnnjob data fetch` needs none
+    import torch
 
 # the official files, uncompressed
 MD5 = {
@@ -229,13 +230,15 @@ def fetch(root, sources=None, log=print) -> bool:
                     f"place the uncompressed files {files} there by hand")
 
 
-def _read_idx(path: Path, header: int) -> torch.Tensor:
+def _read_idx(path: Path, header: int) -> "torch.Tensor":
     # read straight into the tensor's own memory: no second copy of 47 MB while loading
+    import torch
+
     whole = torch.from_file(str(path), shared=False, size=path.stat().st_size, dtype=torch.uint8)
     return whole[header:]
 
 
-def load(root, train: bool, log=print) -> tuple[torch.Tensor, torch.Tensor]:
+def load(root, train: bool, log=print) -> tuple["torch.Tensor", "torch.Tensor"]:
     """(images uint8 (N, 28, 28), labels int64 (N,)); fetches first if anything is missing or corrupt."""
     fetch(root, log=log)
     prefix = "train" if train else "t10k"
@@ -244,21 +247,22 @@ def load(root, train: bool, log=print) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def split(images: torch.Tensor, labels: torch.Tensor, held_out: int):
+def split(images: "torch.Tensor", labels: "torch.Tensor", held_out: int):
     """((training images, labels), (validation images, labels)): the last `held_out` are for validation."""
     cut = len(labels) - held_out
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 
-def scale(images: torch.Tensor) -> torch.Tensor:
+def scale(images: "torch.Tensor") -> "torch.Tensor":
     """uint8 pixels -> float in [0, 1], exactly as torchvision's ToTensor()."""
     return images.float().div_(255)
 
 
-class InMemoryMNIST(Dataset):
-    """uint8 images kept as they are; a whole batch is gathered and scaled in one step."""
+class InMemoryMNIST:
+    """A map-style dataset for torch's DataLoader (len, getitem; a plain class, so that importing this module
+    does not import torch): uint8 images kept as they are; a whole batch is gathered and scaled in one step."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, images: "torch.Tensor", labels: "torch.Tensor"):
         self.images, self.labels = images, labels
 
     def __len__(self):
@@ -268,6 +272,8 @@ class InMemoryMNIST(Dataset):
         return scale(self.images[i]), self.labels[i]
 
     def __getitems__(self, indices):
+        import torch
+
         idx = torch.as_tensor(indices)
         return scale(self.images[idx]), self.labels[idx]
 
@@ -277,7 +283,10 @@ def whole_batch(batch):
     return batch
 
 
-def train_loader(images, labels, batch_size: int, seed: int) -> DataLoader:
+def train_loader(images, labels, batch_size: int, seed: int) -> "torch.utils.data.DataLoader":
+    import torch
+    from torch.utils.data import DataLoader
+
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(InMemoryMNIST(images, labels), batch_size=batch_size, shuffle=True,
                       generator=generator, collate_fn=whole_batch)

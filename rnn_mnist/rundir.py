@@ -29,13 +29,11 @@ import typing
 from pathlib import Path
 from typing import Optional
 
-import torch
 import yaml
 
 from . import spec as specs
 from . import storage, sweep
 from .errors import BadInput
-from .model import param_count
 
 CONFIG, METRICS, SUMMARY, MODEL = "config.yaml", "metrics.jsonl", "summary.json", "model.pt"
 PROGRESS = "progress.json"  # where a run stands between evaluations (telemetry.ProgressFile writes it)
@@ -312,6 +310,8 @@ def finish(run, spec: specs.JobSpec, status: Status, started: float, error: Opti
     metrics), for every outcome: completed, failed, interrupted, stopped. The one summary writer.
 
     device: where it trained, for a run that failed before its first checkpoint said so."""
+    from .model import param_count  # with torch: here, where a run has trained, not in every reader
+
     state = load_model(run) if storage.exists(storage.join(run, MODEL)) else {}
     history = state.get("history") or read_metrics(run)
     m = spec.model
@@ -496,6 +496,8 @@ def has_summary(run) -> bool:
 
 
 def save_model(run, state: dict) -> None:
+    import torch  # here, not at the top: the commands that only read records start without it
+
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buf)
     storage.write_bytes(storage.join(run, MODEL), buf.getvalue())
@@ -511,6 +513,8 @@ def load_model(path) -> dict:
         raise Unreadable(f"{path}: is a folder, not a model file") from None
     except OSError as e:
         raise Unreadable(f"{path}: cannot read: {e.strerror or str(e).splitlines()[0]}") from None
+    import torch
+
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception:  # empty, cut short, another format, objects beyond weights: torch raises several kinds

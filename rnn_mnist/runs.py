@@ -4,19 +4,21 @@ Each entry point does, in order: the checks that need no run directory (bad inpu
 behind), the run directory (locked while this process trains into it) and its config.yaml, the
 training, and summary.json on every outcome (completed, failed, interrupted, stopped) through
 `rundir.finish`, after one pre-flight (`_preflight`, `_on_ray`). Paths are resolved once, here
-(`sweep.resolved`). Ray is imported only by the functions that use it.
+(`sweep.resolved`). Ray, and torch with the training loop, are imported only by the functions that
+use them.
 """
 
 import contextlib
 import dataclasses
 import json
+import signal
+import threading
 import time
 from typing import Callable, Optional
 
-from . import data, loop, rayenv, rundir, storage, sweep, telemetry, timeline
+from . import data, rayenv, rundir, storage, sweep, telemetry, timeline
 from . import spec as specs
 from .errors import BadInput, Interrupted, RunFailed
-from .kernels import process
 
 Echo = Callable[[str], None]
 
@@ -28,6 +30,14 @@ def _ray_train():
     from . import ray_train
 
     return ray_train
+
+
+def _loop():
+    """The training loop's room, and torch with it (two seconds to import): imported by the commands that
+    train or evaluate, so that the ones that only read records or talk to a cluster start without it."""
+    from . import loop
+
+    return loop
 
 
 def _grids():
@@ -84,6 +94,9 @@ def outcome(run: str, spec: specs.JobSpec, started: float, device: Optional[str]
 
 
 def _train_here(run, spec, device, started, progress, saved=None) -> rundir.Summary:
+    from .kernels import process
+
+    loop = _loop()
     with outcome(run, spec, started, device.type):
         process.tune(device.type)
         loop.fit(spec, device, run, loop.Hooks(saved), publishers=[telemetry.Callback(progress)] if progress else [])
@@ -103,7 +116,7 @@ def local(spec: specs.JobSpec, device_name: str, echo: Echo, progress=None,
     steps. Returns (run directory, summary)."""
     started = started or time.time()
     spec = specs.resolved(spec)
-    device = loop.resolve_device(device_name)
+    device = _loop().resolve_device(device_name)
     _preflight([spec], echo, on_ray=False)
     run = rundir.create(spec.output.location, spec.name)
     with rundir.lock(run):
@@ -169,6 +182,26 @@ def search(search: sweep.Search, echo: Echo, max_concurrent: Optional[int] = Non
     return search_dir, _ended(summaries, search_dir)
 
 
+@contextlib.contextmanager
+def _summaries_first():
+    """Ctrl-C or SIGTERM while a grid's or a search's summaries are written (Tune has ended, the command has
+    not): taken once every one is written, as a KeyboardInterrupt, instead of leaving trials without theirs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    asked = []
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, lambda signum, frame: asked.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    if asked:
+        raise KeyboardInterrupt
+
+
 def _searched(search_dir: str, started: float, go) -> tuple[list, bool]:
     """go() runs a search's Tune experiment; then (every run's summary, whether Ctrl-C ended it)."""
     interrupted = False
@@ -176,7 +209,12 @@ def _searched(search_dir: str, started: float, go) -> tuple[list, bool]:
         go()
     except KeyboardInterrupt:
         interrupted = True
-    return _settle(search_dir, started, interrupted), interrupted
+    try:
+        with _summaries_first():
+            summaries = _settle(search_dir, started, interrupted)
+    except KeyboardInterrupt:
+        interrupted = True
+    return summaries, interrupted
 
 
 def _ended(searched: tuple[list, bool], search_dir: str) -> list:
@@ -229,20 +267,28 @@ def _run_trials(grid: sweep.Grid, todo, grid_dir: str, runs: dict, echo: Echo, m
             outcomes = grids.run(todo_grid, grid_dir, runs, at_once, resume, ray_train.Fault.from_env())
         except KeyboardInterrupt:
             interrupted = True
-        summaries = []
-        for trial in grid.trials:
-            run = runs[trial.name]
-            if trial not in todo:
-                summaries.append(rundir.read_summary(run))
-                continue
-            finished = rundir.finished(run, trial.spec)
-            status, error = outcomes.get(trial.name) or (
-                (rundir.Status.COMPLETED, None) if finished else (rundir.Status.INTERRUPTED, "interrupted by the user"))
-            summaries.append(rundir.finish(run, trial.spec, status, started, error))
-            telemetry.write_hparams(run, dict(trial.values), summaries[-1].final_accuracy, summaries[-1].best_accuracy)
+        try:
+            with _summaries_first():
+                summaries = [_trial_summary(trial, runs[trial.name], trial in todo, outcomes, started)
+                             for trial in grid.trials]
+        except KeyboardInterrupt:
+            interrupted = True
     if interrupted:
         raise Interrupted(f"interrupted; the trials' last evaluated models are in {grid_dir}")
     return summaries
+
+
+def _trial_summary(trial: sweep.Trial, run: str, ran: bool, outcomes: dict, started: float) -> rundir.Summary:
+    """A grid trial's summary: as it was if it did not run now, else written from its outcome (none: Ctrl-C
+    ended the grid; a trial that reached its last iteration is completed)."""
+    if not ran:
+        return rundir.read_summary(run)
+    status, error = outcomes.get(trial.name) or (
+        (rundir.Status.COMPLETED, None) if rundir.finished(run, trial.spec)
+        else (rundir.Status.INTERRUPTED, "interrupted by the user"))
+    summary = rundir.finish(run, trial.spec, status, started, error)
+    telemetry.write_hparams(run, dict(trial.values), summary.final_accuracy, summary.best_accuracy)
+    return summary
 
 
 def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: str = "auto",
@@ -279,7 +325,7 @@ def resume(location: str, echo: Echo, iters: Optional[int] = None, device_name: 
     ray = storage.exists(storage.join(location, "ray")) if ray is None else ray
     done = state["iteration"] if state else 0
     if not ray:
-        device = loop.resolve_device(device_name)
+        device = _loop().resolve_device(device_name)
         _preflight([spec], echo, on_ray=False, creates=False)
         with rundir.lock(location):
             _restart(location, spec, echo, done)
@@ -403,7 +449,8 @@ def evaluate(location: str, device_name: str) -> tuple[int, float]:
         raise BadInput(f"{location}: no such run directory or model file")
     state = rundir.load_model(location)  # Unreadable (exit 2) when damaged or not ours
     spec = specs.resolved(specs.from_dict(state["spec"], location))
-    device = loop.resolve_device(device_name)
+    device = _loop().resolve_device(device_name)
+    loop = _loop()
     model = loop.build_model(spec, device.type)
     try:
         model.load_state_dict(state["model"])

@@ -124,35 +124,33 @@ def s3(s3_server, monkeypatch, request):
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """A real local Ray with 2 CPUs, shared by one test module (Ray's start-up costs seconds)."""
+def local_ray(head):
+    """This process joined to the session's running head (2 CPUs, its dashboard, as rnnjob's embedded Ray has:
+    Ray Train's PlacementGroupCleaner asks Ray's State API whether a trial's controller still lives) for one
+    test module, as a notebook that called ray.init(address=...) runs rnnjob's commands in its process."""
     os.environ.pop("RAY_ADDRESS", None)
     import ray
 
-    from rnn_mnist import ray_train
-
-    # as rnnjob starts one, with its dashboard: Ray Train's PlacementGroupCleaner asks Ray's State API
-    # (served by the dashboard) whether a trial's controller still lives; without it, the CPUs of a
-    # trial that ASHA stopped stay reserved and the next trials wait for them forever
-    ray_train.embedded(num_cpus=2)
+    ray.init(address=head["gcs"])
     yield ray
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
-def head(tmp_path_factory):
+def head(tmp_path_factory, s3_server):
     """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports, a metrics endpoint), shared
     by the whole session: every test that submits to or joins a running cluster uses this one. Ray's temp folder
     is its own (RAY_TMPDIR, a short path: Ray's sockets live below it): what it records there
     (`ray_current_cluster`, the metrics' scrape targets) stays its own while other tests start and end other
-    clusters."""
+    clusters. The node starts with the S3 server's standard AWS variables, as a real cluster's nodes carry their
+    own credentials (an instance role): its workers reach runs in that bucket."""
     import shutil
     import tempfile
 
     state, temp = tmp_path_factory.mktemp("cluster"), tempfile.mkdtemp(prefix="rnnjob-head-")
     settings = {"RNNJOB_CLUSTER_STATE": str(state), "RNNJOB_CLUSTER_PORT": str(free_port()),
                 "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()), "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()),
-                "RNNJOB_CLUSTER_METRICS_PORT": str(free_port()), "RAY_TMPDIR": temp}
+                "RNNJOB_CLUSTER_METRICS_PORT": str(free_port()), "RAY_TMPDIR": temp, **s3_server["env"]}
     up = cluster("up", "--cpus", 2, **settings)
     assert up.returncode == 0, up.stdout + up.stderr
     pids = recorded_pids(state)

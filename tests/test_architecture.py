@@ -74,3 +74,15 @@ def test_no_module_uses_private_names_of_other_packages():
         for line in path.read_text().splitlines():
             if private.search(line) and allowed.get(path.name, "\0") not in line:
                 pytest.fail(f"{path.relative_to(ROOT)}: {line.strip()}")
+
+
+def test_the_cli_starts_without_torch_or_ray():
+    # they take seconds to import: the commands that only read records (results, watch) or talk to a cluster's
+    # Jobs API import them where they train, evaluate or start Ray
+    import subprocess
+    import sys
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, rnn_mnist.cli; print(sorted({'torch', 'ray'} & "
+                             "{name.split('.')[0] for name in sys.modules}))"], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout.strip()
+    assert loaded == "[]"

@@ -1,4 +1,5 @@
-"""Grids on Ray Tune, on a real local Ray with 2 CPUs shared by the module."""
+"""Grids on Ray Tune: in this process, joined to the session's running Ray head (2 CPUs); stopped with Ctrl-C as a
+user runs them, on an embedded Ray and on that head."""
 
 import json
 import math
@@ -57,6 +58,34 @@ def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_st
     statuses = {row["name"]: row["status"] for row in json.loads(table.stdout)}
     assert statuses == {"workers=1,lr=0.01": "completed", "workers=1,lr=1000000.0": "failed",
                         "workers=2,lr=0.01": "completed", "workers=2,lr=1000000.0": "failed"}
+
+
+def test_ctrl_c_while_the_trials_summaries_are_written_is_taken_once_all_are(local_ray, tmp_path, mnist_root,
+                                                                            monkeypatch):
+    # Tune has ended; Ctrl-C comes as the driver writes the first trial's summary (sent from that write,
+    # so it lands there every time): every trial still gets its summary, the command its one line
+    import os
+    import signal
+
+    finish, calls = rundir.finish, []
+
+    def pressed_while_finishing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(rundir, "finish", pressed_while_finishing)
+    path = grid_file(tmp_path, mnist_root, "late", "grid:\n  train.lr: [0.05, 0.1]\n")
+    handler = signal.getsignal(signal.SIGINT)
+    result = invoke("submit", path, "--iters", 20, "--set", "train.eval_every=10")
+    assert result.exit_code == 130, result.output
+    assert own_lines(result.stderr)[-1].startswith("error: interrupted; the trials' last evaluated models are in")
+    assert len(calls) == 2
+    for lr in ("0.05", "0.1"):
+        summary = rundir.read_summary(tmp_path / "runs" / "late" / f"lr={lr}")
+        assert summary.status == "completed" and summary.iterations == 20
+    assert signal.getsignal(signal.SIGINT) is handler  # the command's own handlers are gone with it
 
 
 def test_a_trial_killed_mid_run_recovers_exactly_and_matches_rnnjob_run_with_one_thread(local_ray, tmp_path,
@@ -170,18 +199,20 @@ def test_ctrl_c_on_a_grid_marks_each_unfinished_trial_interrupted(tmp_path, mnis
         assert rundir.load_model(run)["iteration"] == rundir.read_summary(run).iterations, run.name
 
 
-def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root):
+def test_resume_of_a_grid_runs_only_its_unfinished_trials(tmp_path, mnist_root, head):
     from tests.helpers import ctrl_c, rnnjob
 
+    # on the session's running head (the test above stops a grid on an embedded Ray)
     path = grid_file(tmp_path, mnist_root, "later", "grid:\n  train.lr: [0.05, 0.1, 0.2]\n")
-    done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50", "--max-concurrent", 1],
-                     "Iteration: 600.")  # the first trial has finished; the second may have begun
+    # at the first trial's last line: it has finished; the second may have begun
+    done, _ = ctrl_c(["submit", path, "--iters", 600, "--set", "train.eval_every=50", "--max-concurrent", 1,
+                      "--address", head["gcs"]], "Iteration: 600.")
     assert done.returncode == 130, done.stdout
     grid_dir = tmp_path / "runs" / "later"
     before = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
     finished = [name for name, s in before.items() if s.status == "completed"]
     assert finished and len(finished) < 3
-    resumed = rnnjob("resume", grid_dir, timeout=600)
+    resumed = rnnjob("resume", grid_dir, "--address", head["gcs"], timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     after = {p.name: rundir.read_summary(p) for p in grid_dir.iterdir() if (p / "config.yaml").exists()}
     assert all(s.status == "completed" and s.iterations == 600 for s in after.values())

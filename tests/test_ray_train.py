@@ -1,5 +1,5 @@
-"""Ray Train jobs (`rnnjob submit`) on a real local Ray with 2 CPUs, shared by the module, and as a user runs
-them: the executable starting its own embedded Ray."""
+"""Ray Train jobs (`rnnjob submit`) in this process joined to the session's running Ray head (2 CPUs), and as a
+user runs them: the executable starting its own embedded Ray."""
 
 import json
 

@@ -74,13 +74,17 @@ def test_a_run_stopped_and_resumed_from_another_process_in_the_bucket_equals_a_w
     assert f"test accuracy {summary.final_accuracy:.2f}%" in evaluated.stdout
 
 
-def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_exactly(s3, tmp_path, mnist_root):
+def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_exactly(s3, tmp_path, mnist_root,
+                                                                                    head):
+    # on the session's running head, whose node has the bucket's credentials (an embedded Ray would too:
+    # test_ray_train runs those; the bucket is the point here)
     job = tmp_path / "job.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "pair", iters=200, eval_every=50, hidden=32))
     # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train restarts both from the bucket's
-    killed = rnnjob("submit", job, "--workers", 2, "--set", f"output.storage={s3}/killed", RNNJOB_FAULT="1:120")
+    on_head = ["--workers", 2, "--address", head["gcs"]]
+    killed = rnnjob("submit", job, *on_head, "--set", f"output.storage={s3}/killed", RNNJOB_FAULT="1:120")
     assert killed.returncode == 0, killed.stdout + killed.stderr
-    whole = rnnjob("submit", job, "--workers", 2, "--set", f"output.storage={s3}/whole")
+    whole = rnnjob("submit", job, *on_head, "--set", f"output.storage={s3}/whole")
     assert whole.returncode == 0, whole.stdout + whole.stderr
     run = f"{s3}/killed/pair"
     summary = rundir.read_summary(run)
@@ -90,11 +94,11 @@ def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_ex
     assert ".fault-injected" in files and any(f.startswith("ray/checkpoint_") for f in files)
 
 
-def test_a_grid_and_a_search_into_the_bucket(s3, tmp_path, mnist_root):
+def test_a_grid_and_a_search_into_the_bucket(s3, tmp_path, mnist_root, head):
     grid = tmp_path / "grid.yaml"
     grid.write_text(job_text(mnist_root, tmp_path / "runs", "lrs", iters=40, eval_every=20)
                     + "grid:\n  train.lr: [0.05, 0.1]\n")
-    done = rnnjob("submit", grid, "--set", f"output.storage={s3}")
+    done = rnnjob("submit", grid, "--set", f"output.storage={s3}", "--address", head["gcs"])
     assert done.returncode == 0, done.stdout + done.stderr
     for trial in ("lr=0.05", "lr=0.1"):
         assert rundir.read_summary(f"{s3}/lrs/{trial}").status == "completed"
@@ -103,7 +107,7 @@ def test_a_grid_and_a_search_into_the_bucket(s3, tmp_path, mnist_root):
     search = tmp_path / "search.yaml"
     search.write_text(job_text(mnist_root, tmp_path / "runs", "drawn", iters=40, eval_every=20)
                       + "search:\n  num_samples: 2\n  space:\n    train.lr: {loguniform: [0.02, 0.2]}\n")
-    done = rnnjob("submit", search, "--set", f"output.storage={s3}")
+    done = rnnjob("submit", search, "--set", f"output.storage={s3}", "--address", head["gcs"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert rundir.is_search(f"{s3}/drawn") and "tune/tuner.pkl" in in_bucket(f"{s3}/drawn")
     table = rnnjob("results", f"{s3}/drawn", "--format", "csv")

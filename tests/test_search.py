@@ -1,5 +1,5 @@
 """Sampled searches on Ray Tune (random and Optuna), with seeds that count: small real searches on
-MNIST and a real local Ray with 2 CPUs shared by the module."""
+MNIST, in this process joined to the session's running Ray head (2 CPUs), or as a user runs them on it."""
 
 import json
 import math
@@ -93,7 +93,7 @@ def line_list(path):
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_rest(tmp_path, mnist_root):
+def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_rest(tmp_path, mnist_root, head):
     import shutil
 
     from tests.helpers import assert_one_line_error, ctrl_c_once, rnnjob
@@ -106,8 +106,10 @@ def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_re
         found = samples(search_dir) if search_dir.is_dir() else []
         return sum((run / "model.pt").exists() for run in found) == 2 and len(found) == 2
 
-    done = ctrl_c_once(["submit", path, "--max-concurrent", 1, "--set", "train.eval_every=500"],
-                       second_sample_checkpointed)
+    # on the session's running head, as a search is stopped and carried on there (test_grid stops one on an
+    # embedded Ray)
+    done = ctrl_c_once(["submit", path, "--max-concurrent", 1, "--set", "train.eval_every=500", "--address",
+                        head["gcs"]], second_sample_checkpointed)
     assert done.returncode == 130, done.stdout
     before = {run.name: rundir.read_summary(run) for run in samples(search_dir)}
     assert sorted(s.status for s in before.values()) == ["completed", "interrupted"]
@@ -122,7 +124,7 @@ def test_resume_of_an_interrupted_search_carries_on_its_samples_and_draws_the_re
     assert_one_line_error(invoke("resume", copy), 2, "Tune's record of this search (tune/) is missing")
     assert {p: p.read_bytes() for p in search_dir.rglob("*") if p.is_file()} == tree
 
-    resumed = rnnjob("resume", search_dir, timeout=600)
+    resumed = rnnjob("resume", search_dir, "--address", head["gcs"], timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "(resuming: 1 unfinished run(s), 1 sample(s) still to draw)" in resumed.stdout
     assert "done: 3 runs" in resumed.stdout
