@@ -32,7 +32,7 @@ def script(name: str, results, pattern: str, *args, timeout: int = 900):
 @pytest.mark.slow
 def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_seeds(tmp_path, mnist_root, head):
     # (c) and (d) are (e) on an embedded Ray: `rnnjob submit` without an address, which test_ray_train runs.
-    # (i) is (g) with another grid file, twelve trials (a minute and a half here): its file is checked below.
+    # (i) is (g) with another grid file, of twelve trials: that file is checked below.
     # The running head of (e), (g) and (h) is the session's: without --address, as `make bench` runs it,
     # bench.py starts one with cluster/local.sh, as conftest does
     only = "a,b,e,f,g,h,j"

@@ -76,8 +76,8 @@ def test_a_run_stopped_and_resumed_from_another_process_in_the_bucket_equals_a_w
 
 def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_exactly(s3, tmp_path, mnist_root,
                                                                                     head):
-    # on the session's running head, whose node has the bucket's credentials (an embedded Ray would too:
-    # test_ray_train runs those; the bucket is the point here)
+    # on the session's running head, whose node has the bucket's credentials: the bucket is the point here
+    # (test_ray_train kills a worker of a job that writes to a local folder)
     job = tmp_path / "job.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "pair", iters=200, eval_every=50, hidden=32))
     # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train restarts both from the bucket's
