@@ -26,8 +26,9 @@ $(MNIST): $(STAMP)
 run: data
 	$(BIN)/rnnjob submit jobs/model_c.yaml
 
+# in two processes (pytest-xdist), each test module whole in one of them, the longest first (tests/conftest.py)
 test: data lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # the unit tests alone (no Ray, no long training): under a minute
 test-fast: data lint

@@ -4,6 +4,7 @@
 #   cluster/monitor.sh up [--port P]   start Prometheus (default port 9090) scraping the Ray cluster
 #   cluster/monitor.sh down            end what `up` started, and nothing else
 #   cluster/monitor.sh status          whether it runs, and where
+#   cluster/monitor.sh install         install Prometheus where it is missing, and start nothing
 #
 # Prometheus finds the Ray nodes through the service-discovery file the Ray head writes into its
 # temp folder ($RAY_TMPDIR/ray, default /tmp/ray): prom_metrics_service_discovery.json. rnnjob's Grafana
@@ -31,18 +32,25 @@ prometheus_binary() {
   local found=${PROMETHEUS:-$(command -v prometheus || true)}
   [ -n "$found" ] || [ ! -x /usr/bin/prometheus ] || found=/usr/bin/prometheus
   if [ -z "$found" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # one installation at a time on this machine: a second `up` waits for the first's, then finds it done
+    exec 9>/tmp/rnnjob-prometheus-install.lock
+    flock 9
+    found=$(command -v prometheus || true)
+  fi
+  if [ -z "$found" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Prometheus (Debian's prometheus package)..." >&2
     # no service started by the package: this script starts its own, on 127.0.0.1
     local policy=/usr/sbin/policy-rc.d made_policy=""
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 0755 "$policy" && made_policy=1; fi
-    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >"$state/apt.log" 2>&1 ||
-      { apt-get update -q >>"$state/apt.log" 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >>"$state/apt.log" 2>&1; }
+    { DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends prometheus >"$state/apt.log" 2>&1 ||
+      { apt-get -o DPkg::Lock::Timeout=300 update -q >>"$state/apt.log" 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends prometheus >>"$state/apt.log" 2>&1; }
     } || true
     [ -z "$made_policy" ] || rm -f "$policy"
     found=$(command -v prometheus || true)
     [ -n "$found" ] || die "apt-get could not install prometheus (see $state/apt.log)"
   fi
+  exec 9>&-
   [ -n "$found" ] || die "no prometheus binary: install Debian's prometheus package (apt-get install prometheus) or set PROMETHEUS"
   echo "$found"
 }
@@ -104,6 +112,11 @@ down() {
   stop_recorded
 }
 
+install() {  # what `up` does first, alone: for a machine that will not reach Debian's mirror later
+  own_state
+  echo "Prometheus: $(prometheus_binary)"
+}
+
 status() {
   if ours; then
     echo "Prometheus up: http://127.0.0.1:$(cat "$state/port")  (pid $(cat "$state/pid"))"
@@ -117,5 +130,6 @@ case ${1:-} in
   up) shift; up "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: cluster/monitor.sh up [--port P] | down | status" >&2; exit 2 ;;
+  install) install ;;
+  *) echo "usage: cluster/monitor.sh up [--port P] | down | status | install" >&2; exit 2 ;;
 esac

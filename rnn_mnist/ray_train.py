@@ -7,6 +7,7 @@ Everything else is the same loop that `rnnjob run` uses.
 
 import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 import signal
@@ -313,18 +314,43 @@ def embedded(**settings):
     State API without an address takes the cluster `ray start` last recorded on this machine. With a
     `make cluster-up` running beside an embedded Ray, the cleaner asked that cluster, did not find the
     controller there, and ended (a placement group it had registered would have been removed under the
-    running job), with a dozen lines of Ray's on the user's terminal."""
-    port = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else _free_port()
-    name, before = rayenv.API_SERVER_ENV, os.environ.get(rayenv.API_SERVER_ENV)
-    os.environ[name] = f"http://127.0.0.1:{port}"  # read by the processes ray.init starts
+    running job), with a dozen lines of Ray's on the user's terminal.
+
+    The port is chosen before Ray starts, and Ray's dashboard binds it seconds later: two embedded Rays
+    started at once on one machine would both choose 8265, and the second's dashboard fail to start. The
+    choice and the start are one step, machine-wide: each start holds EMBEDDED_LOCK until its dashboard
+    listens (ray.init returns once it does)."""
+    with _machine_lock(EMBEDDED_LOCK):
+        port = DASHBOARD_PORT if _port_free(DASHBOARD_PORT) else _free_port()
+        name, before = rayenv.API_SERVER_ENV, os.environ.get(rayenv.API_SERVER_ENV)
+        os.environ[name] = f"http://127.0.0.1:{port}"  # read by the processes ray.init starts
+        try:
+            return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1",
+                            dashboard_port=port, configure_logging=False, **settings)
+        finally:  # not by this process: its own commands would take it for a Jobs API (rayenv.jobs_address)
+            if before is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = before
+
+
+EMBEDDED_LOCK = os.path.join(tempfile.gettempdir(), "rnnjob-embedded-ray.lock")
+
+
+@contextlib.contextmanager
+def _machine_lock(path: str):
+    """An exclusive lock on `path`, for every process of this machine that takes it; released when the
+    block ends or the process does. Where the file cannot be opened (another user's, say), no lock."""
     try:
-        return ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
-                        configure_logging=False, **settings)
-    finally:  # not by this process: its own commands would take it for a Jobs API (rayenv.jobs_address)
-        if before is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = before
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _port_free(port: int) -> bool:

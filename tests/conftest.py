@@ -19,13 +19,22 @@ def _ensure_ray_token() -> None:
     imported next, then turns the token mode on for this process."""
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
         return
-    if (Path.home() / ".ray" / "auth_token").exists():
+    token = Path.home() / ".ray" / "auth_token"
+    if token.exists():
         return
-    old = os.umask(0o077)
-    try:
-        subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
-    finally:
-        os.umask(old)
+    import fcntl
+
+    token.parent.mkdir(mode=0o700, exist_ok=True)
+    # pytest-xdist's processes import this file at once: one of them makes the token, the others wait for it
+    with open(token.parent / ".rnnjob-tests.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if token.exists():
+            return
+        old = os.umask(0o077)
+        try:
+            subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True, timeout=120)
+        finally:
+            os.umask(old)
 
 
 _ensure_ray_token()
@@ -40,13 +49,16 @@ rayenv.configure()
 from rnn_mnist import data  # noqa: E402
 from tests.helpers import ROOT, cluster, free_port, job_text, pgroups_alive, recorded_pids  # noqa: E402
 
+# the slow modules, longest first (their times in one process: `pytest --durations=0`); the rest after them
+LONGEST_FIRST = ("test_bench", "test_cluster", "test_ray_train", "test_s3", "test_jobs_api", "test_grid", "test_tour",
+                 "test_runs", "test_search", "test_telemetry")
+
 
 def pytest_collection_modifyitems(items):
-    """The modules that use the session's Ray head (`head`, below) run last, one after another, each in its
-    own order: the head is started at its first use and ended with the session, so it lives only while they
-    run (an idle head takes about 4% of a 2-core machine)."""
-    users = {item.module.__name__ for item in items if "head" in getattr(item, "fixturenames", ())}
-    items.sort(key=lambda item: item.module.__name__ in users)  # a stable sort
+    """The longest modules first: `make test` runs the suite in two processes (pytest-xdist, each test module whole
+    in one of them, handed out in this order as each process frees up), which then end at about the same time."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rpartition(".")[2], len(rank)))  # a stable sort
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +151,8 @@ def local_ray(head):
 @pytest.fixture(scope="session")
 def head(tmp_path_factory, s3_server):
     """A real single-node `ray start --head` on 127.0.0.1 (cluster/local.sh, free ports, a metrics endpoint), shared
-    by the whole session: every test that submits to or joins a running cluster uses this one. Ray's temp folder
+    by the whole session: every test that submits to or joins a running cluster uses this one (one per process
+    under pytest-xdist: each has the head's 2 CPUs to itself, as the tests' figures expect). Ray's temp folder
     is its own (RAY_TMPDIR, a short path: Ray's sockets live below it): what it records there
     (`ray_current_cluster`, the metrics' scrape targets) stays its own while other tests start and end other
     clusters. The node starts with the S3 server's standard AWS variables, as a real cluster's nodes carry their

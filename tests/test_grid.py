@@ -21,21 +21,30 @@ def grid_file(tmp_path, mnist_root, name, body, **fields):
     return path
 
 
-def test_a_four_trial_grid_leaves_four_run_directories(local_ray, tmp_path, mnist_root):
-    path = grid_file(tmp_path, mnist_root, "four", "grid:\n  train.lr: [0.05, 0.1]\n  model.hidden_dim: [16, 24]\n")
+def test_eight_trials_two_at_a_time_leave_eight_whole_run_directories(local_ray, tmp_path, mnist_root):
+    path = grid_file(tmp_path, mnist_root, "eight",
+                     "grid:\n  train.lr: [0.05, 0.1]\n  model.hidden_dim: [16, 24]\n  train.seed: [1, 2]\n")
     result = invoke("submit", path, "--max-concurrent", 2)
     assert result.exit_code == 0, result.output
-    grid_dir = tmp_path / "runs" / "four"
+    grid_dir = tmp_path / "runs" / "eight"
     trials = sorted(p.name for p in grid_dir.iterdir() if (p / "config.yaml").exists())
-    assert trials == ["lr=0.05,hidden_dim=16", "lr=0.05,hidden_dim=24", "lr=0.1,hidden_dim=16", "lr=0.1,hidden_dim=24"]
+    assert trials == [f"lr={lr},hidden_dim={h},seed={seed}" for lr in ("0.05", "0.1") for h in (16, 24)
+                      for seed in (1, 2)]
     for name in trials:
         run = grid_dir / name
-        assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json"} <= {p.name for p in run.iterdir()}
+        assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json"} <= \
+            {p.name for p in run.iterdir()}
         summary = rundir.read_summary(run)
         assert summary.status == "completed" and summary.iterations == 40 and summary.name == name
         assert [m["iteration"] for m in rundir.read_metrics(run)] == [20, 40]
-    assert rundir.read_summary(grid_dir / "lr=0.05,hidden_dim=24").params == 24 * 28 + 24 * 24 + 2 * 24 + 250
-    assert "lr=0.1,hidden_dim=24" in result.stdout and "completed" in result.stdout  # the results table
+        assert rundir.load_model(run)["iteration"] == 40
+        assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
+    assert rundir.read_summary(grid_dir / "lr=0.05,hidden_dim=24,seed=1").params == 24 * 28 + 24 * 24 + 2 * 24 + 250
+    assert "lr=0.1,hidden_dim=24,seed=2" in result.stdout and "completed" in result.stdout  # the results table
+    # single-worker trials run in Tune's processes, reused from trial to trial: two at a time, two processes
+    pids = {json.loads(line)["pid"] for result in (grid_dir / "tune").rglob("result.json")
+            for line in result.read_text().splitlines() if line.strip()}
+    assert len(pids) == 2
 
 
 def test_single_and_two_worker_trials_side_by_side_and_a_failing_one_does_not_stop_the_grid(
@@ -125,24 +134,6 @@ def test_a_preset_grid_with_asha_runs_every_trial(local_ray, tmp_path, mnist_roo
         assert summary.status in ("completed", "stopped")  # asha may stop the weaker one early
         assert (summary.status == "completed") == (summary.iterations == 60)
         assert (grid_dir / name / "config.yaml").read_text().count(f"nonlinearity: {nonlinearity}") == 1
-
-
-def test_eight_trials_two_at_a_time_all_finish_whole(local_ray, tmp_path, mnist_root):
-    path = grid_file(tmp_path, mnist_root, "eight", "grid:\n  train.seed: [1, 2, 3, 4]\n  train.lr: [0.05, 0.1]\n")
-    result = invoke("submit", path, "--max-concurrent", 2, "--iters", 20, "--set", "train.eval_every=10")
-    assert result.exit_code == 0, result.output
-    grid_dir = tmp_path / "runs" / "eight"
-    trials = [p for p in grid_dir.iterdir() if (p / "config.yaml").exists()]
-    assert len(trials) == 8
-    for run in trials:
-        assert {"config.yaml", "metrics.jsonl", "model.pt", "summary.json", "progress.json"} <= \
-            {p.name for p in run.iterdir()}
-        assert rundir.read_summary(run).status == "completed" and rundir.load_model(run)["iteration"] == 20
-        assert (run / "hparams").is_dir()  # TensorBoard's hparams view of the trial
-    # single-worker trials run in Tune's processes, reused from trial to trial: two at a time, two processes
-    pids = {json.loads(line)["pid"] for result in (grid_dir / "tune").rglob("result.json")
-            for line in result.read_text().splitlines() if line.strip()}
-    assert len(pids) == 2
 
 
 def test_a_repeated_grid_runs_each_combination_at_several_seeds_and_ranks_by_its_metric(

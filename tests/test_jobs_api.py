@@ -70,14 +70,6 @@ def test_detach_returns_at_once_stop_ends_the_job_and_watching_it_then_exits_1(h
     assert watched.returncode == 1 and watched.stdout.strip(), watched.stdout + watched.stderr
 
 
-def test_submit_joins_the_cluster_started_on_this_machine_by_its_gcs_address(head, job_file):
-    # `auto`: the address `ray start` recorded in Ray's temp folder (here the session head's own, RAY_TMPDIR)
-    done = rnnjob("submit", job_file("joined", 20), "--address", "auto", RAY_TMPDIR=head["tmpdir"])
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert f"Ray dashboard: {head['jobs']}" in done.stdout
-    assert rundir.read_summary(job_file("joined", 20).parent / "runs" / "joined").status == "completed"
-
-
 @pytest.mark.parametrize("command", [["list"], ["status", "raysubmit_x"], ["logs", "raysubmit_x"],
                                      ["stop", "raysubmit_x"], ["submit", ROOT / "jobs" / "smoke.yaml"]])
 def test_an_unreachable_address_is_one_line_and_exit_1(command):
@@ -110,9 +102,10 @@ def test_watch_shows_a_grid_one_line_per_trial(head, job_file, tmp_path):
     job_id = submitted_id(rnnjob("submit", path, "--address", head["jobs"], "--detach"))
     watched = rnnjob("watch", job_id, "--address", head["jobs"], "--interval", 0.5, timeout=400)
     assert watched.returncode == 0, watched.stdout + watched.stderr
-    last = watched.stdout.strip().splitlines()[-2:]
-    assert sorted(line.split(":")[0] for line in last) == ["lr=0.05", "lr=0.1"]
-    assert all(": completed, 100/100 iterations" in line for line in last)
+    # a line for a trial whenever its evaluation or status changes: the last of each says how it ended
+    last = {line.split(":")[0]: line for line in watched.stdout.splitlines() if line.startswith("lr=")}
+    assert sorted(last) == ["lr=0.05", "lr=0.1"]
+    assert all(": completed, 100/100 iterations" in line for line in last.values()), watched.stdout
 
 
 # what goes up, and following a job: without a cluster

@@ -106,6 +106,33 @@ def test_the_executable_starts_an_embedded_ray_shows_a_progress_bar_on_a_termina
     assert firsts == sorted(firsts)
 
 
+def test_two_embedded_rays_started_at_once_get_a_dashboard_each(tmp_path):
+    # an embedded Ray's dashboard port is chosen before Ray starts and bound seconds later: two commands that
+    # start together must not both take the one that was free then (Ray's 8265, here another port that is free)
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import clean_env, free_port
+
+    code = ("import sys, time\n"
+            "from rnn_mnist import rayenv\n"
+            "rayenv.configure()\n"
+            "import ray\n"
+            "from rnn_mnist import ray_train\n"
+            "ray_train.DASHBOARD_PORT = int(sys.argv[1])\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # both at once, their imports done\n"
+            "print(ray_train.embedded(num_cpus=1).dashboard_url, flush=True)\n"
+            "ray.shutdown()\n")
+    port, at = free_port(), time.time() + 8
+    started = [subprocess.Popen([sys.executable, "-c", code, str(port), str(at)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=clean_env()) for _ in range(2)]
+    outputs = [proc.communicate(timeout=180)[0] for proc in started]
+    assert [proc.returncode for proc in started] == [0, 0], outputs
+    urls = [output.strip().splitlines()[-1] for output in outputs]
+    assert f"127.0.0.1:{port}" in urls and len(set(urls)) == 2, urls
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root, workers):
     from tests.helpers import alive, ctrl_c

@@ -81,11 +81,15 @@ def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_ex
     job = tmp_path / "job.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "pair", iters=200, eval_every=50, hidden=32))
     # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train restarts both from the bucket's
-    on_head = ["--workers", 2, "--address", head["gcs"]]
-    killed = rnnjob("submit", job, *on_head, "--set", f"output.storage={s3}/killed", RNNJOB_FAULT="1:120")
+    killed = rnnjob("submit", job, "--workers", 2, "--address", head["gcs"], "--set", f"output.storage={s3}/killed",
+                    RNNJOB_FAULT="1:120")
     assert killed.returncode == 0, killed.stdout + killed.stderr
-    whole = rnnjob("submit", job, *on_head, "--set", f"output.storage={s3}/whole")
+    # `auto`: the address `ray start` recorded in Ray's temp folder (here the head's own, RAY_TMPDIR), as a user
+    # joins the cluster started on their machine
+    whole = rnnjob("submit", job, "--workers", 2, "--address", "auto", "--set", f"output.storage={s3}/whole",
+                   RAY_TMPDIR=head["tmpdir"])
     assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert f"Ray dashboard: {head['jobs']}" in whole.stdout
     run = f"{s3}/killed/pair"
     summary = rundir.read_summary(run)
     assert summary.restarts == 1 and summary.workers == 2 and summary.status == "completed"
@@ -128,8 +132,22 @@ def test_two_runs_started_at_once_with_one_name_get_two_directories(s3, tmp_path
     assert all(rundir.read_summary(f"{s3}/{name}").status == "completed" for name in names)
 
 
+@pytest.fixture(scope="module")
+def bucket_run(s3_server, tmp_path_factory, mnist_root) -> str:
+    """A prefix of the bucket holding one small run (`tiny`), for what reads runs there."""
+    import os
+
+    folder = tmp_path_factory.mktemp("bucket-run")
+    (folder / "job.yaml").write_text(job_text(mnist_root, folder / "runs", "tiny", iters=20, eval_every=10))
+    prefix = f"{s3_server['bucket']}/readers-{os.getpid()}"
+    done = rnnjob("run", folder / "job.yaml", "--device", "cpu", "--set", f"output.storage={prefix}",
+                  **s3_server["env"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    return prefix
+
+
 @pytest.mark.parametrize("case", ["credentials", "bucket", "endpoint", "scheme", "keys-in-uri"])
-def test_a_store_that_cannot_take_runs_is_one_line_and_nothing_is_made(case, s3, tmp_path, mnist_root):
+def test_a_store_that_cannot_take_runs_is_one_line_and_nothing_is_made(case, s3, tmp_path, mnist_root, bucket_run):
     job = tmp_path / "job.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "never", iters=20, eval_every=10))
     place, env, fragment = s3, {}, ""
@@ -152,10 +170,9 @@ def test_a_store_that_cannot_take_runs_is_one_line_and_nothing_is_made(case, s3,
     assert fragment in line and "secret" not in line, line
     assert in_bucket(s3) == set() and not (tmp_path / "runs").exists()
     if case in ("credentials", "endpoint"):  # what reads runs: one line too, exit 1
-        assert rnnjob("run", job, "--device", "cpu", "--set", f"output.storage={s3}").returncode == 0
-        readers = [["results", s3], ["resume", f"{s3}/never"]]
+        readers = [["results", bucket_run], ["resume", f"{bucket_run}/tiny"]]
         if case == "credentials":  # each unreachable try waits out pyarrow's retries: two readers show it
-            readers += [["watch", f"{s3}/never"], ["eval", f"{s3}/never"]]
+            readers += [["watch", f"{bucket_run}/tiny"], ["eval", f"{bucket_run}/tiny"]]
         for args in readers:
             assert fragment in assert_one_line_error(rnnjob(*args, timeout=60, **env), 1), args
 
