@@ -3,9 +3,12 @@ it judges its targets."""
 
 import importlib.util
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -19,11 +22,12 @@ FIELDS = {"wall_seconds", "train_seconds", "samples_per_second", "peak_rss_mb", 
 RATIOS = {f"{kind}_ratio_to_{base}" for kind in ("wall", "round", "train") for base in "ab"}
 
 
-def script(name: str, results, pattern: str, *args, timeout: int = 900):
-    """Run benchmarks/<name> with --results `results`; it must succeed and write one results file matching
-    `pattern` there. Returns (the finished process, that file, its JSON)."""
+def script(name: str, results, pattern: str, *args, timeout: int = 900, **env):
+    """Run benchmarks/<name> with --results `results` (and `env` added to this process's environment); it must
+    succeed and write one results file matching `pattern` there. Returns (the finished process, that file, its
+    JSON)."""
     done = subprocess.run([sys.executable, ROOT / "benchmarks" / name, *args, "--results", results],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **env})
     assert done.returncode == 0, done.stdout + done.stderr
     (written,) = results.glob(pattern)
     return done, written, json.loads(written.read_text())
@@ -35,10 +39,16 @@ def test_bench_quick_measures_every_variant_side_by_side_and_accuracy_over_more_
     # (i) is (g) with another grid file, of twelve trials: that file is checked below.
     # The running head of (e), (g) and (h) is the session's: without --address, as `make bench` runs it,
     # bench.py starts one with cluster/local.sh, as conftest does
-    only = "a,b,e,f,g,h,j"
-    done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1", "--accuracy-seeds",
-                                   "2", "--iters", "300", "--first-seed", "4", "--only", only, "--address",
-                                   head["gcs"])
+    # (f) is the tutorial's own `ray.init()`, which joins the cluster `ray start` last recorded in Ray's temp
+    # folder, where one runs: test_cluster's or the tour's, in the other test process. A temp folder of its own
+    # (short: Ray's sockets live below it), as on a machine where no other cluster runs
+    only, temp = "a,b,e,f,g,h,j", tempfile.mkdtemp(prefix="rnnjob-bench-")
+    try:
+        done, written, report = script("bench.py", tmp_path, "bench-cpu-300-*.json", "--rounds", "1",
+                                       "--accuracy-seeds", "2", "--iters", "300", "--first-seed", "4", "--only", only,
+                                       "--address", head["gcs"], RAY_TMPDIR=temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert set(report["medians"]) == set(only.split(",")) and report["iters"] == 300 and report["rounds"] == 1
     floor = report["medians"].pop("h")  # Ray Train's floor trains nothing: its wall time is its figure
     assert set(floor) == {"wall_seconds", "peak_rss_mb"} | {r for r in RATIOS if not r.startswith("train")}
