@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -129,7 +130,11 @@ def free_port() -> int:
 class Head:
     """A running Ray head from cluster/local.sh with every CPU of this machine, on free ports of
     127.0.0.1, its state in a folder of its own; `down` ends it as local.sh does. address: one that runs
-    already (HOST:PORT of its GCS), used as it is and left running."""
+    already (HOST:PORT of its GCS), used as it is and left running.
+
+    Its Ray temp folder is its own too: `ray start` records the head's address there, and (f), the
+    tutorial's own `ray.init()`, would join the cluster recorded in Ray's default one (/tmp/ray) instead
+    of starting the Ray of its own that it measures."""
 
     def __init__(self, address=None):
         self.address, self.env = address, None
@@ -137,10 +142,11 @@ class Head:
             return
         self.state = tempfile.mkdtemp(prefix="bench-cluster-")
         os.rmdir(self.state)  # local.sh makes it itself, 0700
+        self.temp = tempfile.mkdtemp(prefix="rnnjob-bench-head-")  # short: Ray's sockets live below it
         port = free_port()
         self.env = {**os.environ, "RNNJOB_CLUSTER_STATE": self.state, "RNNJOB_CLUSTER_PORT": str(port),
                     "RNNJOB_CLUSTER_DASHBOARD_PORT": str(free_port()),
-                    "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()), "RAY": str(BIN / "ray")}
+                    "RNNJOB_CLUSTER_AGENT_PORT": str(free_port()), "RAY": str(BIN / "ray"), "RAY_TMPDIR": self.temp}
         subprocess.run([str(ROOT / "cluster" / "local.sh"), "up", "--cpus", str(os.cpu_count())], env=self.env,
                        check=True, stdout=subprocess.DEVNULL)
         self.address = f"127.0.0.1:{port}"
@@ -149,6 +155,7 @@ class Head:
         if self.env:
             subprocess.run([str(ROOT / "cluster" / "local.sh"), "down"], env=self.env, check=False,
                            stdout=subprocess.DEVNULL)
+            shutil.rmtree(self.temp, ignore_errors=True)
 
 
 class S3:
