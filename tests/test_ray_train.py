@@ -30,7 +30,8 @@ def trained(result, run, workers):
     """What every submitted job on N workers leaves: its summary, metrics and files, rank 0's lines once."""
     assert result.exit_code == 0, result.output
     summary = rundir.read_summary(run)
-    assert summary.workers == workers and summary.device == "cpu" and summary.iterations == 200
+    assert summary.status == "completed" and summary.iterations == 200
+    assert summary.workers == workers and summary.device == "cpu"
     assert summary.threads == 2 // workers  # a job alone shares the 2 CPUs among its workers
     assert summary.gradient_sync == (None if workers == 1 else "gloo")  # DDP's CPU backend
     metrics = rundir.read_metrics(run)
