@@ -18,8 +18,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 # Ray workers keep theirs, one per CPU they are given (ray_train): a job alone on a 2-CPU head trains with two.
 # Those threads wait passively here (the heads and embedded Rays the suite starts inherit this). A 200-iteration
 # job of hidden size 16 on such a head, beside a one-thread run on the other core: its training loop took 6.9 and
-# 15.7 s with OpenMP's default, 0.4 and 0.6 s with PASSIVE (0.8 s with the other core idle). Neither setting changes
-# a result: the thread counts stay.
+# 15.7 s with OpenMP's default, 0.4 and 0.6 s with PASSIVE (0.8 s with the other core idle). PASSIVE changes no
+# result: the thread counts stay.
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 

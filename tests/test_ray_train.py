@@ -51,11 +51,12 @@ def test_one_worker_on_ray_trains_as_a_local_run_to_the_last_digit(local_ray, sh
     assert summary.threads == 2  # as the local run below: the same thread count, so the same rounding
     import torch
 
-    torch.set_num_threads(2)  # the test session's are 1 (conftest)
+    before = torch.get_num_threads()  # the test session's: 1 (conftest)
+    torch.set_num_threads(2)
     try:
         assert invoke("run", short_job, "--device", "cpu", "--set", "train.iters=200").exit_code == 0
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
     assert evaluations(short_job.parent / "runs" / "short") == evaluations(short_job.parent / "runs" / "short-2")
 
 
